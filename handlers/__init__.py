@@ -1,0 +1,1 @@
+"""The project's task handlers. Importing this package registers them."""

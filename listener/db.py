@@ -1,0 +1,91 @@
+"""Connections: resolving the DSN, connecting with keepalives, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from listener import config, embedded
+from listener.errors import DatabaseUnavailableError
+
+# A dead peer (cable cut, VM frozen) must surface in seconds, not after the
+# kernel's two-hour keepalive default: see ENVIRONMENT.md, "packets dropped".
+KEEPALIVE_OPTIONS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
+
+def resolve_dsn(
+    flag_dsn: str | None = None, announce: Callable[[str], None] | None = None
+) -> config.DatabaseTarget:
+    """``--dsn``, then ``DATABASE_URL``, then the embedded server (announced on stderr)."""
+    target = config.explicit_dsn(flag_dsn)
+    if target is not None:
+        return target
+    data_dir = config.embedded_data_dir()
+    dsn = embedded.start(data_dir)
+    say = announce or (lambda line: print(line, file=sys.stderr))
+    say(
+        f"listener: no --dsn or DATABASE_URL; using the embedded PostgreSQL in {data_dir} "
+        "(set DATABASE_URL to use your own server)"
+    )
+    return config.DatabaseTarget(dsn, "embedded")
+
+
+def connect_kwargs(**extra: Any) -> dict[str, Any]:
+    """Keyword arguments for every connection this package opens."""
+    return {"application_name": config.APPLICATION_NAME, **KEEPALIVE_OPTIONS, **extra}
+
+
+def describe_target(dsn: str) -> str:
+    """HOST:PORT (or the socket folder) of a DSN, without its password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "an unparsable DSN"
+    host = str(params.get("host") or "localhost")
+    port = str(params.get("port") or "5432")
+    return host if host.startswith("/") else f"{host}:{port}"
+
+
+def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
+    """A one-line error for a failed connection: where, and libpq's reason."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    if ":" in reason and reason.lower().startswith("connection to server"):
+        reason = reason.split(":", 2)[-1].strip()
+    reason = reason.removeprefix("FATAL:").strip()
+    where = describe_target(dsn)
+    return DatabaseUnavailableError(f"cannot connect to postgres at {where}: {reason}")
+
+
+def connect(dsn: str, *, autocommit: bool = False, **extra: Any) -> psycopg.Connection[Any]:
+    """A synchronous connection; connection failures become DatabaseUnavailableError."""
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, **connect_kwargs(**extra))
+    except psycopg.OperationalError as exc:
+        raise unavailable(dsn, exc) from None
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseUnavailableError(f"invalid database DSN: {exc}") from None
+
+
+async def aconnect(
+    dsn: str, *, autocommit: bool = False, **extra: Any
+) -> psycopg.AsyncConnection[Any]:
+    """An async connection; connection failures become DatabaseUnavailableError."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            dsn, autocommit=autocommit, **connect_kwargs(**extra)
+        )
+    except psycopg.OperationalError as exc:
+        raise unavailable(dsn, exc) from None
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseUnavailableError(f"invalid database DSN: {exc}") from None

@@ -1,0 +1,274 @@
+"""Enqueue tasks from Python: ``create_task`` (sync), ``create_task_async``, bulk forms.
+
+Plain SQL (``INSERT INTO tasks (type, payload) VALUES (...)``) is just as good a
+producer; this module adds validation with clear errors and connection reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from listener import config, db, store
+from listener.config import MAX_PAYLOAD_BYTES
+from listener.errors import InvalidTaskError
+from listener.registry import validate_task_type
+
+SMALLINT_MIN, SMALLINT_MAX = -32768, 32767
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated task, ready to insert."""
+
+    type: str
+    payload_json: str
+    run_at: datetime | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+    dedupe_key: str | None = None
+
+
+def new_task(
+    type: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    run_at: datetime | timedelta | None = None,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    dedupe_key: str | None = None,
+) -> NewTask:
+    """Validate one task's fields; raise InvalidTaskError naming the first problem."""
+    try:
+        validate_task_type(type)
+    except ValueError as exc:
+        raise InvalidTaskError(str(exc)) from None
+    return NewTask(
+        type=type,
+        payload_json=_payload_json(payload),
+        run_at=_run_at(run_at),
+        priority=_bounded_int("priority", priority, SMALLINT_MIN, SMALLINT_MAX),
+        max_attempts=None
+        if max_attempts is None
+        else _bounded_int("max_attempts", max_attempts, 1, 1000),
+        dedupe_key=_dedupe_key(dedupe_key),
+    )
+
+
+def create_task(
+    type: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+    run_at: datetime | timedelta | None = None,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    dedupe_key: str | None = None,
+) -> uuid.UUID:
+    """Enqueue a task and return its id.
+
+    With ``conn`` the insert joins the caller's transaction; without it a pooled
+    connection to ``DATABASE_URL`` commits it at once. A ``dedupe_key`` already
+    held by an unfinished task returns that task's id instead of a new one.
+    """
+    task = new_task(
+        type,
+        payload,
+        run_at=run_at,
+        priority=priority,
+        max_attempts=max_attempts,
+        dedupe_key=dedupe_key,
+    )
+    if conn is not None:
+        return store.insert_task(conn, task)
+    with _sync_pool().connection() as pooled:
+        return store.insert_task(pooled, task)
+
+
+async def create_task_async(
+    type: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    conn: psycopg.AsyncConnection[Any] | None = None,
+    run_at: datetime | timedelta | None = None,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    dedupe_key: str | None = None,
+) -> uuid.UUID:
+    """Async ``create_task``: same arguments, an ``AsyncConnection`` for ``conn``."""
+    task = new_task(
+        type,
+        payload,
+        run_at=run_at,
+        priority=priority,
+        max_attempts=max_attempts,
+        dedupe_key=dedupe_key,
+    )
+    if conn is not None:
+        return await store.ainsert_task(conn, task)
+    pool = await _async_pool()
+    async with pool.connection() as pooled:
+        return await store.ainsert_task(pooled, task)
+
+
+def create_tasks(
+    tasks: Iterable[NewTask], *, conn: psycopg.Connection[Any] | None = None
+) -> list[uuid.UUID]:
+    """Enqueue many tasks (built with ``new_task``) in one statement; ids in input order."""
+    batch = list(tasks)
+    if conn is not None:
+        return store.insert_tasks(conn, batch)
+    with _sync_pool().connection() as pooled:
+        return store.insert_tasks(pooled, batch)
+
+
+async def create_tasks_async(
+    tasks: Iterable[NewTask], *, conn: psycopg.AsyncConnection[Any] | None = None
+) -> list[uuid.UUID]:
+    """Async ``create_tasks``."""
+    batch = list(tasks)
+    if conn is not None:
+        return await store.ainsert_tasks(conn, batch)
+    pool = await _async_pool()
+    async with pool.connection() as pooled:
+        return await store.ainsert_tasks(pooled, batch)
+
+
+# -- validation ---------------------------------------------------------------
+
+
+def _payload_json(payload: Mapping[str, Any] | None) -> str:
+    if payload is None:
+        return "{}"
+    if not isinstance(payload, Mapping):
+        raise InvalidTaskError(
+            f"payload must be a JSON object (a dict), got {type(payload).__name__}"
+        )
+    try:
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskError(f"payload is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text:
+        raise InvalidTaskError("payload contains a NUL character, which PostgreSQL cannot store")
+    size = len(text.encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidTaskError(
+            f"payload is {size} bytes as JSON, over the {MAX_PAYLOAD_BYTES}-byte limit"
+        )
+    return text
+
+
+def _run_at(run_at: datetime | timedelta | None) -> datetime | None:
+    if run_at is None:
+        return None
+    if isinstance(run_at, timedelta):
+        return datetime.now().astimezone() + run_at
+    if not isinstance(run_at, datetime):
+        raise InvalidTaskError(
+            f"run_at must be a datetime or timedelta, got {type(run_at).__name__}"
+        )
+    if run_at.tzinfo is None:
+        raise InvalidTaskError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+    return run_at
+
+
+def _bounded_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTaskError(f"{name} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidTaskError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _dedupe_key(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= 256:
+        raise InvalidTaskError("dedupe_key must be a string of 1 to 256 characters")
+    return key
+
+
+# -- pooled connections for callers without their own ---------------------------
+
+_lock = threading.Lock()
+_sync_pools: dict[str, ConnectionPool[Any]] = {}
+_async_pools: dict[tuple[str, int], AsyncConnectionPool[Any]] = {}
+_embedded_dsn: dict[str, str] = {}
+
+
+def _default_dsn() -> str:
+    """``DATABASE_URL``, else the embedded server (started and announced once)."""
+    target = config.explicit_dsn()
+    if target is not None:
+        return target.dsn
+    with _lock:
+        if "embedded" not in _embedded_dsn:
+            _embedded_dsn["embedded"] = db.resolve_dsn().dsn
+        return _embedded_dsn["embedded"]
+
+
+def _sync_pool() -> ConnectionPool[Any]:
+    dsn = _default_dsn()
+    with _lock:
+        pool = _sync_pools.get(dsn)
+        if pool is None:
+            pool = ConnectionPool(
+                dsn,
+                min_size=1,
+                max_size=4,
+                kwargs=db.connect_kwargs(),
+                open=True,
+                name="listener-producer",
+            )
+            _sync_pools[dsn] = pool
+        return pool
+
+
+async def _async_pool() -> AsyncConnectionPool[Any]:
+    dsn = await anyio.to_thread.run_sync(_default_dsn)
+    # An async pool belongs to the event loop that opened it.
+    key = (dsn, id(asyncio.get_running_loop()))
+    pool = _async_pools.get(key)
+    if pool is None:
+        pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=4,
+            kwargs=db.connect_kwargs(),
+            open=False,
+            name="listener-producer-async",
+        )
+        await pool.open()
+        _async_pools[key] = pool
+    return pool
+
+
+def close_pools() -> None:
+    """Close the producer's pooled connections (tests, and apps that fork)."""
+    with _lock:
+        pools = list(_sync_pools.values())
+        _sync_pools.clear()
+    for pool in pools:
+        pool.close()
+    _async_pools.clear()
+
+
+__all__ = [
+    "NewTask",
+    "close_pools",
+    "create_task",
+    "create_task_async",
+    "create_tasks",
+    "create_tasks_async",
+    "new_task",
+]

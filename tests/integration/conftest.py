@@ -1,0 +1,49 @@
+"""Database fixtures: one migrated template per run, a fresh database per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests import pg
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """DSN of a server where tests may create and drop databases."""
+    with pg.server() as (dsn, description):
+        print(f"\ntests use {description}")
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_dsn: str) -> Iterator[str]:
+    name = pg.create_template(pg_admin_dsn)
+    yield name
+    pg.drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+def dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    name = pg.create_database(pg_admin_dsn, template_db)
+    yield pg.dsn_for(pg_admin_dsn, name)
+    pg.drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+def empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """An empty database (no migrations) of this test's own."""
+    name = pg.create_database(pg_admin_dsn, None)
+    yield pg.dsn_for(pg_admin_dsn, name)
+    pg.drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to this test's database."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        yield connection
