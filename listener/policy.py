@@ -24,7 +24,7 @@ class RetryPolicy:
 
     def backoff_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before attempt ``attempt + 1``: base * 2^(attempt-1), capped, jittered."""
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(attempt - 1, 0))
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** max(attempt - 1, 0))
         # Half fixed, half random: retries spread out but never come back too soon.
         jitter = (rng or _rng).uniform(0, ceiling / 2)
         return ceiling / 2 + jitter
