@@ -12,8 +12,10 @@ from typing import Any
 
 import psycopg
 
-from listener import __version__, db, migrations, producer, store, verify
+from listener import __version__, db, migrations, producer, verify
 from listener.errors import ConfigError, DatabaseUnavailableError, InvalidTaskError
+from listener.store import enqueue
+from listener.store import status as queue_status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DURATION = re.compile(r"^\+?(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -157,14 +159,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         dedupe_key=args.dedupe_key,
     )
     with _connect(args) as conn:
-        (task_id,) = store.insert_tasks(conn, [task])
+        (task_id,) = enqueue.insert_tasks(conn, [task])
     print(task_id)
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
-        status = store.queue_status(conn)
+        status = queue_status.queue_status(conn)
     if args.json:
         print(json.dumps(_status_json(status), default=str, indent=2))
         return EXIT_OK
@@ -172,7 +174,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status_json(status: store.QueueStatus) -> dict[str, Any]:
+def _status_json(status: queue_status.QueueStatus) -> dict[str, Any]:
     return {
         "counts": [{"status": s, "type": t, "count": c} for s, t, c in status.counts],
         "oldest_pending_age_s": status.oldest_pending_age_s,
@@ -181,7 +183,7 @@ def _status_json(status: store.QueueStatus) -> dict[str, Any]:
     }
 
 
-def _status_text(status: store.QueueStatus) -> str:
+def _status_text(status: queue_status.QueueStatus) -> str:
     lines = ["tasks (pending and processing: all; finished: last 24 h)"]
     if not status.counts:
         lines.append("  (none)")

@@ -19,10 +19,11 @@ import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from listener import config, db, store
+from listener import config, db
 from listener.config import MAX_PAYLOAD_BYTES
 from listener.errors import InvalidTaskError
 from listener.registry import validate_task_type
+from listener.store import enqueue as store
 
 SMALLINT_MIN, SMALLINT_MAX = -32768, 32767
 

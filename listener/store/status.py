@@ -1,0 +1,34 @@
+"""Queue status for `listener status`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from listener.sqlfiles import query
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    counts: list[tuple[str, str, int]]  # (status, type, count)
+    oldest_pending_age_s: float | None
+    unhandled_pending: list[tuple[str, int]]  # (type, count) no live worker handles
+    workers: list[dict[str, Any]]
+
+
+WORKER_STALE_S = 30.0
+
+
+def queue_status(conn: psycopg.Connection[Any]) -> QueueStatus:
+    """Counts per status and type, oldest pending age, unhandled types, live workers."""
+    stale = {"stale_s": WORKER_STALE_S}
+    counts = [(s, t, int(c)) for s, t, c in conn.execute(query("unfinished_counts")).fetchall()]
+    age_row = conn.execute(query("oldest_pending_age")).fetchone()
+    age = float(age_row[0]) if age_row and age_row[0] is not None else None
+    unhandled = [(t, int(c)) for t, c in conn.execute(query("pending_types_without_worker"), stale)]
+    cur = conn.execute(query("live_workers"), stale)
+    names = [d.name for d in cur.description or ()]
+    workers = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return QueueStatus(counts, age, unhandled, workers)
