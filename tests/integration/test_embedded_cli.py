@@ -56,7 +56,8 @@ def test_without_a_dsn_the_cli_starts_an_embedded_server_and_later_commands_reus
     assert first.stdout.startswith("applied 0001_")
     assert f"using the embedded PostgreSQL in {embedded_dir}" in first.stderr
     pid = _postmaster_pid(embedded_dir)
-    assert pid is not None and _alive(pid)
+    assert pid is not None
+    assert _alive(pid)
 
     second = run_cli("migrate", env=env, timeout=120)
     assert (second.returncode, second.stdout) == (0, "schema is up to date\n")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import Any
 
 import psycopg
 import pytest
 
 from listener import migrations
 from listener.sqlfiles import migrations as migration_files
-from tests.integration.support import ORIGINAL_SETUP_SQL, cli_env, run_cli, LISTENER
+from tests.integration.support import LISTENER, ORIGINAL_SETUP_SQL, cli_env, run_cli
 
 FIRST = migration_files()[0]
 
