@@ -283,3 +283,17 @@ def test_unreachable_database_url_fails_fast_with_one_line(
         producer.close_pools()
     assert str(raised.value) == "cannot connect to postgres at 127.0.0.1:1: connection refused"
     assert time.monotonic() - started < 10  # not a 30-second pool timeout
+
+
+def test_payload_small_as_text_but_over_the_limit_as_jsonb_is_a_clear_error(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    payload = {"ids": [1] * 300_000}  # ~600 KB of JSON text, several MB as jsonb
+    listener.new_task("t", payload)  # passes the Python-side size check
+    with psycopg.connect(dsn) as app:
+        with pytest.raises(InvalidTaskError, match="over the database's 1 MiB limit"):
+            listener.create_task("t", payload, conn=app)
+        app.rollback()
+    with pytest.raises(InvalidTaskError, match="over the database's 1 MiB limit"):
+        listener.create_tasks([listener.new_task("t", payload)], conn=conn)
+    assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
