@@ -10,6 +10,7 @@ is never retried. A task whose ack is lost is rescued after its lease expires.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -66,12 +67,15 @@ class Acks:
             await event.wait()
         return self._results.pop(task_id)
 
-    async def retry(self, task_id: uuid.UUID, delay_s: float, error: str, *, counted: bool) -> bool:
-        result = await self._with_retry(
-            "retry",
-            lambda c: store.retry(c, task_id, self.worker_id, delay_s, error, counted),
-        )
-        return bool(result)
+    async def retry(
+        self, task_id: uuid.UUID, delay_s: float, error: str, *, counted: bool
+    ) -> datetime | None:
+        """The task's new run_at, or None if it isn't ours (or the ack was lost)."""
+
+        async def call(conn: psycopg.AsyncConnection[Any]) -> datetime | None:
+            return await store.retry(conn, task_id, self.worker_id, delay_s, error, counted)
+
+        return await self._with_retry("retry", call)
 
     async def fail(self, task_id: uuid.UUID, error: str) -> bool:
         result = await self._with_retry(
