@@ -10,8 +10,8 @@ is never retried. A task whose ack is lost is rescued after its lease expires.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
