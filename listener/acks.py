@@ -95,7 +95,7 @@ class Acks:
         """Run ``call`` on a pooled connection; None if it could not be done in time."""
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(psycopg.OperationalError),
-            wait=tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
             reraise=True,
         )
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.deadline_s):

@@ -82,7 +82,7 @@ class Notifier:
         """Connect, retrying forever; every attempt after a lost connection is counted."""
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(DatabaseUnavailableError),
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=self.max_backoff_s),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=self.max_backoff_s),
             before=self._log_reconnect if reconnecting else _nothing,
             before_sleep=_nothing if reconnecting else self._log_waiting,
             reraise=True,
