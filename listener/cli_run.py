@@ -37,6 +37,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--lease-s", type=float, default=30.0, help="task lease, renewed while running"
     )
     run.add_argument("--poll-interval-s", type=float, default=2.0, help="fallback poll")
+    run.add_argument(
+        "--rescue-interval-s", type=float, default=10.0, help="how often to rescue lost tasks"
+    )
     run.add_argument("--claim-batch", type=_positive_int, help="max tasks per claim")
     run.add_argument("--timeout-s", type=float, help="default handler timeout")
     run.add_argument("--max-attempts", type=_positive_int, default=5, help="default attempts")
@@ -77,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval_s,
         listen=not args.no_listen,
         grace_s=args.grace_s,
+        rescue_interval_s=args.rescue_interval_s,
         default_timeout_s=args.timeout_s,
         default_max_attempts=args.max_attempts,
     )
