@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 from prometheus_client import CollectorRegistry
 
-from listener import db, logs
+from listener import config, db, logs, migrations
 from listener.errors import ConfigError
 from listener.metrics import Metrics
 from listener.registry import default_registry
@@ -71,8 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     import_handlers(args.handlers or ["handlers"])
+    target = db.resolve_dsn(args.dsn)
+    ensure_schema(target)
     settings = WorkerSettings(
-        dsn=db.resolve_dsn(args.dsn).dsn,
+        dsn=target.dsn,
         concurrency=args.concurrency,
         types=args.types,
         claim_batch=args.claim_batch,
@@ -87,6 +89,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     worker = Worker(settings, default_registry, Metrics(CollectorRegistry()))
     anyio.run(_serve, worker, args.metrics_host, args.metrics_port)
     return 0
+
+
+def ensure_schema(target: config.DatabaseTarget) -> None:
+    """Refuse to start on an unmigrated database; the embedded sandbox migrates itself."""
+    with db.connect(target.dsn, autocommit=True) as conn:
+        if not migrations.pending(conn):
+            return
+        if target.source == "embedded":
+            for applied in migrations.migrate(conn):
+                log.info("schema.migrated", migration=f"{applied.version:04d}_{applied.name}")
+            return
+    raise ConfigError("the database schema is not up to date: run `listener migrate` first")
 
 
 async def _serve(worker: Worker, metrics_host: str, metrics_port: int) -> None:
