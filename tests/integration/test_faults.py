@@ -145,7 +145,7 @@ def test_four_workers_and_concurrent_producers_complete_each_task_exactly_once(
             for _ in range(0, per_producer, 250):
                 create_tasks([new_task("effect") for _i in range(250)], conn=own)
 
-    with worker_processes(dsn, 4, "--concurrency", "20", "--log-level", "warning"):
+    with worker_processes(dsn, 4, "--concurrency", "8", "--log-level", "warning"):
         threads = [threading.Thread(target=produce) for _ in range(producers)]
         for t in threads:
             t.start()
