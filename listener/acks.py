@@ -12,6 +12,7 @@ retried with tenacity; cancellation is never retried.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ class Finished:
     type: str
     attempt: int
     duration_s: float
+
+
+def _fields(item: Finished) -> dict[str, Any]:
+    return {
+        "task_id": str(item.task_id), "type": item.type, "attempt": item.attempt,
+        "duration_s": round(item.duration_s, 6),
+    }  # fmt: skip
 
 
 class Acks:
@@ -89,16 +97,14 @@ class Acks:
             self._drained.set()
 
     def _report(self, batch: dict[uuid.UUID, Finished], done: set[uuid.UUID] | None) -> None:
+        log_completions = log.is_enabled_for(logging.INFO)
         for task_id, item in batch.items():
-            fields = {
-                "task_id": str(task_id), "type": item.type, "attempt": item.attempt,
-                "duration_s": round(item.duration_s, 6),
-            }  # fmt: skip
             if done is not None and task_id in done:
                 self.metrics.finished(item.type, "completed", item.duration_s)
-                log.info("task.completed", **fields)
+                if log_completions:
+                    log.info("task.completed", **_fields(item))
             else:
-                log.warning("task.ack_ignored", outcome="completed", **fields)
+                log.warning("task.ack_ignored", outcome="completed", **_fields(item))
 
     async def _complete_batch(self, ids: list[uuid.UUID]) -> set[uuid.UUID] | None:
         async def call(conn: psycopg.AsyncConnection[Any]) -> set[uuid.UUID]:

@@ -152,7 +152,18 @@ class Dispatcher:
 
     async def _slot(self, receive: MemoryObjectReceiveStream[Task]) -> None:
         with receive:
-            async for task in receive:
+            while True:
+                try:
+                    # Take what is buffered without a checkpoint per task; await
+                    # (and so yield to the loop) only when the buffer is empty.
+                    task = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        task = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 if self.stopping:
                     continue  # not started: shutdown releases it
                 spec = self.registry.get(task.type)

@@ -67,8 +67,9 @@ class Executor:
 
     async def execute(self, spec: HandlerSpec, task: Task) -> None:
         """Run the handler and write its outcome. Cancellation (shutdown) propagates."""
+        # Handlers' own log lines carry the task; the UUID is rendered only if logged.
         structlog.contextvars.bind_contextvars(
-            task_id=str(task.id), type=task.type, attempt=task.attempt
+            task_id=task.id, type=task.type, attempt=task.attempt
         )
         if task.attempt > task.max_attempts:  # e.g. max_attempts lowered since it was queued
             exhausted = f"AttemptsExhausted: attempt {task.attempt} of {task.max_attempts}"
