@@ -131,13 +131,13 @@ class Dispatcher:
             want = min(self.free_slots, self.claim_batch)
             async with self.pool.connection() as conn:
                 rows = await store.claim(conn, self.worker_id, want, self.types, self.lease_s)
+                for row in rows:  # slots start on these at our next await
+                    send.send_nowait(self._claimed(row))
+                self._more_waiting = len(rows) == want
                 if len(rows) < want:
+                    # The queue is drained: arm the timer for the next scheduled task.
                     self._next_run_at = await store.next_run_at(conn, self.types)
-            for row in rows:
-                send.send_nowait(self._claimed(row))
-            self._more_waiting = len(rows) == want
-            if len(rows) < want:
-                return
+                    return
 
     def _claimed(self, row: tuple[Any, ...]) -> Task:
         spec = self.registry.get(row[1])
