@@ -66,3 +66,12 @@ def module_empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
     name = pg.create_database(pg_admin_dsn, None)
     yield pg.dsn_for(pg_admin_dsn, name)
     pg.drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+def effects_conn(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """``conn`` with the test_effects ledger table created."""
+    from tests.integration.engine_support import EFFECTS_TABLE
+
+    conn.execute(EFFECTS_TABLE)
+    return conn
