@@ -144,9 +144,8 @@ def expect_order(
     currency: str = "INR",
 ) -> None:
     """Remember what ``order_id`` must be paid with; call it when creating the order."""
-    conn.execute(
-        query("payments_expect_order"), _order_params(order_id, email, amount_paise, currency)
-    )
+    params = _order_params(order_id, email, amount_paise, currency)
+    conn.execute(query("payments_expect_order"), params)
 
 
 async def aexpect_order(
@@ -157,9 +156,8 @@ async def aexpect_order(
     currency: str = "INR",
 ) -> None:
     """Async ``expect_order``."""
-    await conn.execute(
-        query("payments_expect_order"), _order_params(order_id, email, amount_paise, currency)
-    )
+    params = _order_params(order_id, email, amount_paise, currency)
+    await conn.execute(query("payments_expect_order"), params)
 
 
 async def aexpected_order(
