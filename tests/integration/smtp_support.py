@@ -33,6 +33,7 @@ class Mailbox:
     rcpt_reply: str | None = None  # e.g. "451 4.7.1 Try later" to refuse every recipient
     data_reply: str | None = None  # e.g. "554 5.7.1 Spam" to refuse the message
     refuse: dict[str, str] = field(default_factory=dict)  # address -> reply
+    defer_times: int = 0  # answer this many RCPTs with 451 first (greylisting)
     logins: list[str] = field(default_factory=list)
 
     async def handle_RCPT(
@@ -40,6 +41,9 @@ class Mailbox:
     ) -> str:
         if self.rcpt_reply is not None:
             return self.rcpt_reply
+        if self.defer_times > 0:
+            self.defer_times -= 1
+            return "451 4.7.1 Greylisted, try again later"
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)

@@ -35,11 +35,6 @@ PAYLOAD = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # psycopg's async connections run on asyncio
-
-
 @pytest.fixture(scope="module")
 def module_dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
     yield from handler_db.module_database(pg_admin_dsn, template_db)

@@ -17,11 +17,6 @@ pytestmark = pytest.mark.anyio
 NEW_TABLES = ("public.care_plans", "public.payment_orders")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # psycopg's async connections run on asyncio
-
-
 @pytest.fixture(scope="module")
 def module_dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
     yield from handler_db.module_database(pg_admin_dsn, template_db)

@@ -27,11 +27,6 @@ SECRET, PREVIOUS = "whsec_current_0123", "whsec_previous_4567"
 DELIVERIES = 50
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # psycopg's async connections run on asyncio
-
-
 @pytest.fixture(scope="module")
 def module_dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
     yield from handler_db.module_database(pg_admin_dsn, template_db)
