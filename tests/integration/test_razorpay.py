@@ -25,6 +25,7 @@ pytestmark = pytest.mark.anyio
 
 SECRET, PREVIOUS = "whsec_current_0123", "whsec_previous_4567"
 DELIVERIES = 50
+CONNECTIONS = 25
 
 
 @pytest.fixture(scope="module")
@@ -69,27 +70,36 @@ async def deliver(dsn: str, payload: dict[str, Any]) -> BaseException | None:
 
 
 async def deliver_concurrently(dsn: str, payloads: list[dict[str, Any]]) -> list[Any]:
-    """All deliveries at once: every connection is open before the first one starts."""
+    """Deliveries on CONNECTIONS connections at once, each in its own transaction.
+
+    Every connection is open before the first delivery starts; each then takes the
+    next undelivered payload until none is left. (Fifty connections at once would
+    crowd a shared server's max_connections; 25 in flight race just the same.)
+    """
     outcomes: list[Any] = [None] * len(payloads)
-    connections = [await psycopg.AsyncConnection.connect(dsn) for _ in payloads]
+    pending = iter(range(len(payloads)))
+    connections = [
+        await psycopg.AsyncConnection.connect(dsn) for _ in range(min(CONNECTIONS, len(payloads)))
+    ]
     go = anyio.Event()
 
-    async def one(i: int) -> None:
+    async def lane(conn: psycopg.AsyncConnection[Any]) -> None:
         await go.wait()
-        try:
-            async with connections[i].transaction():
-                await razorpay_webhook(make_task("razorpay_webhook", payloads[i]), connections[i])
-        except Exception as exc:
-            outcomes[i] = exc
+        for i in pending:
+            try:
+                async with conn.transaction():
+                    await razorpay_webhook(make_task("razorpay_webhook", payloads[i]), conn)
+            except Exception as exc:
+                outcomes[i] = exc
 
     try:
         async with anyio.create_task_group() as tg:
-            for i in range(len(payloads)):
-                tg.start_soon(one, i)
+            for conn in connections:
+                tg.start_soon(lane, conn)
             go.set()
     finally:
-        for connection in connections:
-            await connection.close()
+        for conn in connections:
+            await conn.close()
     return outcomes
 
 
