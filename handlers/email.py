@@ -15,7 +15,7 @@ import re
 import smtplib
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -108,7 +108,7 @@ def deliver(message: EmailMessage, recipients: list[str], settings: SmtpSettings
 
 
 @contextlib.contextmanager
-def _session(settings: SmtpSettings) -> Any:
+def _session(settings: SmtpSettings) -> Iterator[smtplib.SMTP]:
     """A connected, secured and authenticated SMTP session, quit on exit."""
     context = ssl.create_default_context(cafile=settings.ca_file)
     smtp: smtplib.SMTP
