@@ -1,0 +1,120 @@
+"""The worker's HTTP endpoint: /metrics, /healthz and /readyz on one port.
+
+Served from a thread of its own (``ThreadingHTTPServer``), so a slow scrape never
+blocks the event loop and a blocked event loop still answers /healthz with 503.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+DEFAULT_PORT = 9108  # listener's slot in Prometheus's default port allocations
+DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - containers publish the port; see docs/monitoring.md
+
+log = structlog.get_logger("listener.http")
+
+
+class Health(Protocol):
+    """What the endpoint asks the worker; both methods are called from server threads."""
+
+    def alive(self) -> tuple[bool, str]: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+
+class MetricsServer:
+    """A running endpoint: ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self.host = str(server.server_address[0])
+        self.port = int(server.server_address[1])
+
+    def close(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+
+
+def serve(
+    registry: CollectorRegistry,
+    health: Health,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+) -> MetricsServer:
+    """Start serving in a daemon thread; raises OSError when the port is taken."""
+    handler = type("_BoundHandler", (_Handler,), {"registry": registry, "health": health})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever, name="listener-http", kwargs={"poll_interval": 0.2}
+    )
+    thread.daemon = True
+    thread.start()
+    return MetricsServer(server, thread)
+
+
+def _probe(check: Any, key: str) -> tuple[HTTPStatus, dict[str, Any]]:
+    """Run one health check; a check that raises counts as failing, with its reason."""
+    try:
+        ok, reason = check()
+    except Exception as exc:
+        ok, reason = False, f"health check raised {type(exc).__name__}"
+    if ok:
+        return HTTPStatus.OK, {key: True}
+    return HTTPStatus.SERVICE_UNAVAILABLE, {key: False, "reason": reason or "unknown"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry
+    health: Health
+    server_version = "listener"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._metrics()
+        elif path == "/healthz":
+            self._json(*_probe(self.health.alive, "alive"))
+        elif path == "/readyz":
+            self._json(*_probe(self.health.ready, "ready"))
+        else:
+            body = {"error": "not found", "paths": ["/metrics", "/healthz", "/readyz"]}
+            self._json(HTTPStatus.NOT_FOUND, body)
+
+    def _metrics(self) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            body = encoder(self.registry)
+        except Exception as exc:  # a broken collector must not kill the server thread
+            log.error("http.metrics_failed", error=type(exc).__name__)
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "collecting metrics failed"})
+            return
+        self._send(HTTPStatus.OK, content_type, body)
+
+    def _json(self, status: HTTPStatus, body: dict[str, Any]) -> None:
+        self._send(status, "application/json", json.dumps(body).encode() + b"\n")
+
+    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request access line; scrapes would flood the logs."""
