@@ -16,6 +16,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from listener.metrics import QueueCollector, register_queue_collector
+
 DEFAULT_PORT = 9108  # listener's slot in Prometheus's default port allocations
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - containers publish the port; see docs/monitoring.md
 
@@ -33,9 +35,15 @@ class Health(Protocol):
 class MetricsServer:
     """A running endpoint: ``port`` is the bound port (useful with port 0)."""
 
-    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+    def __init__(
+        self,
+        server: ThreadingHTTPServer,
+        thread: threading.Thread,
+        collector: QueueCollector | None = None,
+    ) -> None:
         self._server = server
         self._thread = thread
+        self._collector = collector
         self.host = str(server.server_address[0])
         self.port = int(server.server_address[1])
 
@@ -45,6 +53,8 @@ class MetricsServer:
             self._server.shutdown()
             self._thread.join()
         self._server.server_close()
+        if self._collector is not None:
+            self._collector.close()
 
 
 def serve(
@@ -53,8 +63,12 @@ def serve(
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    queue_dsn: str | None = None,
 ) -> MetricsServer:
-    """Start serving in a daemon thread; raises OSError when the port is taken."""
+    """Start serving in a daemon thread; raises OSError when the port is taken.
+
+    With ``queue_dsn``, scrapes also read the queue gauges from that database.
+    """
     handler = type("_BoundHandler", (_Handler,), {"registry": registry, "health": health})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
@@ -63,7 +77,8 @@ def serve(
     )
     thread.daemon = True
     thread.start()
-    return MetricsServer(server, thread)
+    collector = register_queue_collector(registry, queue_dsn) if queue_dsn else None
+    return MetricsServer(server, thread, collector)
 
 
 def _probe(check: Any, key: str) -> tuple[HTTPStatus, dict[str, Any]]:
