@@ -114,7 +114,7 @@ class QueueCollector(Collector):
         up.add_metric([], 1 if read is not None else 0)
         yield up
         if read is not None:
-            yield from _queue_families(read)
+            yield from queue_families(read)
 
     def close(self) -> None:
         with self._lock:
@@ -152,7 +152,7 @@ class QueueCollector(Collector):
             self._conn = None
 
 
-def _queue_families(read: gauges.QueueGauges) -> Iterable[Metric]:
+def queue_families(read: gauges.QueueGauges) -> Iterable[Metric]:
     depth = GaugeMetricFamily(
         "listener_queue_depth",
         "Tasks pending (including scheduled) and processing, counted exactly.",

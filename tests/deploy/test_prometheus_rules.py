@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.exported import exported_names, referenced_names
 from tests.tools import ROOT, require_tool
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -70,3 +71,11 @@ def test_every_alert_links_a_runbook_section_that_exists() -> None:
             runbook = rule["annotations"]["runbook"]
             assert runbook.startswith("docs/monitoring.md#")
             assert runbook.removeprefix("docs/monitoring.md") in anchors, rule["alert"]
+
+
+def test_every_metric_an_alert_uses_is_exported_by_the_worker() -> None:
+    exported = exported_names()
+    for group in load("alerts.yml")["groups"]:
+        for rule in group["rules"]:
+            missing = referenced_names(rule["expr"]) - exported
+            assert missing == set(), (rule["alert"], missing)
