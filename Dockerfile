@@ -27,8 +27,8 @@ RUN python3 -m venv /opt/listener \
  && /opt/listener/bin/listener --version
 
 FROM ${BASE_IMAGE}
-RUN groupadd --system --gid 10001 listener \
- && useradd --system --uid 10001 --gid listener --home-dir /app --shell /usr/sbin/nologin listener \
+RUN groupadd --gid 10001 listener \
+ && useradd --no-log-init --uid 10001 --gid listener --home-dir /app --shell /usr/sbin/nologin listener \
  && mkdir /app && chown listener:listener /app
 COPY --from=build /opt/listener /opt/listener
 ENV PATH=/opt/listener/bin:$PATH \

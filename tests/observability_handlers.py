@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import anyio
+
 from listener import PermanentError, Task, handler
 
 
@@ -14,3 +16,9 @@ async def ok(task: Task) -> None:
 async def bounce(task: Task) -> None:
     """Fails for good quoting the recipient, as real SMTP errors do."""
     raise PermanentError(f"550 mailbox {task.payload['email']} unavailable")
+
+
+@handler("obs_slow")
+async def slow(task: Task) -> None:
+    """Takes ``payload["s"]`` seconds, so a shutdown finds it running."""
+    await anyio.sleep(float(task.payload.get("s", 1.0)))
