@@ -63,6 +63,8 @@ class Dispatcher:
         self.stopping = False
         self._idle = anyio.Event()
         self._more_waiting = False
+        # With a backlog, refill slots in batches, not one claim per finished task.
+        self._refill_at = max(1, min(claim_batch, concurrency) // 2)
         self._next_run_at: datetime | None = None
         executor.on_scheduled = self.schedule_wakeup
 
@@ -137,7 +139,7 @@ class Dispatcher:
             if not self.running:
                 self._idle.set()
             self.metrics.in_flight.dec()
-            if self._more_waiting and not self.stopping:
+            if self._more_waiting and self.free_slots >= self._refill_at and not self.stopping:
                 self.wakeup.kick()
 
     async def wait_until_idle(self, timeout_s: float | None = None) -> bool:
