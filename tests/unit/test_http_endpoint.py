@@ -90,6 +90,20 @@ def test_metrics_serves_the_injected_registry_in_prometheus_text_format(
     assert got[("listener_task_pickup_delay_seconds_count", (("type", "send_email"),))] == 1
 
 
+def test_metrics_speaks_openmetrics_when_the_scraper_asks_for_it(
+    server: http.MetricsServer, registry: CollectorRegistry
+) -> None:
+    Metrics(registry).finished("send_email", "completed", 0.1)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback http
+        content_type, body = response.headers["Content-Type"], response.read().decode()
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith("# EOF\n")
+
+
 def test_healthz_is_200_while_the_worker_is_alive(server: http.MetricsServer) -> None:
     status, content_type, body = get(server, "/healthz")
     assert (status, content_type, json.loads(body)) == (200, "application/json", {"alive": True})
