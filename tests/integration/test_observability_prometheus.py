@@ -50,8 +50,16 @@ def worker(dsn: str) -> Iterator[tuple[WorkerProcess, int]]:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, worker: tuple[WorkerProcess, int]) -> Iterator[str]:
-    binary = require_tool("prometheus")
+def prometheus_binary() -> str:
+    return require_tool("prometheus")
+
+
+@pytest.fixture
+def prometheus(
+    tmp_path: Path, prometheus_binary: str, worker: tuple[WorkerProcess, int]
+) -> Iterator[str]:
+    """Prometheus scraping the worker; the binary is checked first, before a worker starts."""
+    binary = prometheus_binary
     shutil.copy(ROOT / "deploy" / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
