@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import uuid
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
@@ -28,15 +29,22 @@ _KEY_VALUE_SECRET = re.compile(
     r"(?P<key>\b(?:passw(?:or)?d|secret|token|api_?key)\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|\S+)",
     re.IGNORECASE,
 )
+_SECRET_WORDS = ("passw", "secret", "token", "api")
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 
 def redact_text(text: str) -> str:
     """Mask e-mail addresses, URL passwords, ``password=...`` pairs and bearer tokens."""
-    text = _URL_PASSWORD.sub(r"\g<scheme>:" + REDACTED + "@", text)
-    text = _EMAIL.sub("[email]", text)
-    text = _KEY_VALUE_SECRET.sub(r"\g<key>" + REDACTED, text)
-    return _BEARER.sub(r"\1 " + REDACTED, text)
+    # Cheap substring checks first: most values (ids, types, event names) skip every regex.
+    if "@" in text:
+        text = _URL_PASSWORD.sub(r"\g<scheme>:" + REDACTED + "@", text)
+        text = _EMAIL.sub("[email]", text)
+    lowered = text.lower()
+    if any(word in lowered for word in _SECRET_WORDS):
+        text = _KEY_VALUE_SECRET.sub(r"\g<key>" + REDACTED, text)
+    if "bearer" in lowered or "basic" in lowered:
+        text = _BEARER.sub(r"\1 " + REDACTED, text)
+    return text
 
 
 def _redact_value(value: Any, depth: int = 0) -> Any:
@@ -88,6 +96,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _stringify_uuids,
             redact,
             renderer,
         ],
@@ -96,6 +105,16 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+
+
+def _stringify_uuids(
+    logger: object, method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Ids are bound as UUID objects (cheap); render them as plain strings."""
+    for key, value in event_dict.items():
+        if isinstance(value, uuid.UUID):
+            event_dict[key] = str(value)
+    return event_dict
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
