@@ -7,13 +7,75 @@ Payloads, email addresses and secrets are never logged.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import uuid
-from typing import Literal, TextIO
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+
+REDACTED = "[redacted]"
+# Field names whose values are never logged, whatever they hold.
+SECRET_KEYS = re.compile(
+    r"payload|passw(or)?d|secret|token|api_?key|authorization|cookie|credential|private_?key",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.IGNORECASE)
+_KEY_VALUE_SECRET = re.compile(
+    r"(?P<key>\b(?:passw(?:or)?d|secret|token|api_?key)\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|\S+)",
+    re.IGNORECASE,
+)
+_SECRET_WORDS = ("passw", "secret", "token", "api")
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """Mask e-mail addresses, URL passwords, ``password=...`` pairs and bearer tokens."""
+    # Cheap substring checks first: most values (ids, types, event names) skip every regex.
+    if "@" in text:
+        text = _URL_PASSWORD.sub(r"\g<scheme>:" + REDACTED + "@", text)
+        text = _EMAIL.sub("[email]", text)
+    lowered = text.lower()
+    if any(word in lowered for word in _SECRET_WORDS):
+        text = _KEY_VALUE_SECRET.sub(r"\g<key>" + REDACTED, text)
+    if "bearer" in lowered or "basic" in lowered:
+        text = _BEARER.sub(r"\1 " + REDACTED, text)
+    return text
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth > 5:  # deeper structures are never logged on purpose
+        return REDACTED
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if SECRET_KEYS.search(str(k)) else _redact_value(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v, depth + 1) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """structlog processor: a last line of defence for what slipped into a field.
+
+    Payload and secret-named fields are dropped to ``[redacted]``; e-mail addresses and
+    secrets inside any string (messages, errors, tracebacks) are masked.
+    """
+    for key, value in event_dict.items():
+        if key != "event" and SECRET_KEYS.search(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact_value(value)
+    return event_dict
 
 
 def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
@@ -35,6 +97,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _stringify_uuids,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
