@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -117,18 +118,18 @@ def test_claimed_task_is_not_claimed_again(conn: psycopg.Connection[Any]) -> Non
     assert conn.execute("SELECT * FROM listener.claim_tasks('w', 5)").fetchall() == []
 
 
-def _claim_until_empty(dsn: str, worker: str, barrier: threading.Barrier, out: list[Any]) -> None:
+def _claim_until_empty(dsn: str, worker: str, barrier: threading.Barrier) -> list[Any]:
+    claimed: list[Any] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        barrier.wait()
+        barrier.wait(timeout=30)
         while True:
             rows = conn.execute(
                 "SELECT id FROM listener.claim_tasks(%s, 7, NULL, 60)", (worker,)
             ).fetchall()
             single = conn.execute("SELECT id FROM claim_next_task()").fetchall()
             if not rows and not single:
-                return
-            out.extend((r[0], worker) for r in rows)
-            out.extend((r[0], f"{worker}/single") for r in single)
+                return claimed
+            claimed.extend(r[0] for r in rows + single)
 
 
 def test_concurrent_claimers_claim_every_task_exactly_once(
@@ -137,17 +138,10 @@ def test_concurrent_claimers_claim_every_task_exactly_once(
     conn.execute("INSERT INTO tasks (type) SELECT 't' FROM generate_series(1, 2000)")
     claimers = 8
     barrier = threading.Barrier(claimers)
-    results: list[list[Any]] = [[] for _ in range(claimers)]
-    threads = [
-        threading.Thread(target=_claim_until_empty, args=(dsn, f"w{i}", barrier, results[i]))
-        for i in range(claimers)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    claimed = [task_id for result in results for task_id, _ in result]
-    counts = collections.Counter(claimed)
+    with ThreadPoolExecutor(claimers) as pool:
+        futures = [pool.submit(_claim_until_empty, dsn, f"w{i}", barrier) for i in range(claimers)]
+        results = [f.result(timeout=120) for f in futures]  # re-raises a claimer's error
+    counts = collections.Counter(task_id for result in results for task_id in result)
     assert len(counts) == 2000
     assert max(counts.values()) == 1
     assert sum(1 for result in results if result) > 1  # the claimers really overlapped

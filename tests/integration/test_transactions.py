@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -54,21 +55,16 @@ def test_plain_duplicate_insert_is_rejected_by_the_unique_order_id(
 def test_concurrent_replays_record_exactly_one_row(dsn: str, conn: psycopg.Connection[Any]) -> None:
     callers = 12
     barrier = threading.Barrier(callers)
-    results: list[bool] = []
-    lock = threading.Lock()
 
-    def replay() -> None:
+    def replay() -> bool:
         with psycopg.connect(dsn, autocommit=True) as own:
-            barrier.wait()
+            barrier.wait(timeout=30)
             row = own.execute(RECORD, ("order_race", "r@example.com", 500, "paid")).fetchone()
             assert row is not None
-            with lock:
-                results.append(row[0])
+            return bool(row[0])
 
-    threads = [threading.Thread(target=replay) for _ in range(callers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    with ThreadPoolExecutor(callers) as pool:
+        futures = [pool.submit(replay) for _ in range(callers)]
+        results = [f.result(timeout=60) for f in futures]  # re-raises a caller's error
     assert sorted(results) == [False] * (callers - 1) + [True]
     assert conn.execute("SELECT count(*) FROM transactions").fetchone() == (1,)
