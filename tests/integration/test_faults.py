@@ -138,12 +138,13 @@ def test_four_workers_and_concurrent_producers_complete_each_task_exactly_once(
     dsn: str, effects_conn: psycopg.Connection[Any]
 ) -> None:
     conn = effects_conn
-    per_producer, producers = 5000, 4
+    # 4 workers x 5,000 tasks: 4 producers insert 1,250 each while the workers run.
+    per_producer, producers = 1250, 4
 
     def produce() -> None:
         with psycopg.connect(dsn, autocommit=True) as own:
-            for _ in range(0, per_producer, 250):
-                create_tasks([new_task("effect") for _i in range(250)], conn=own)
+            for _ in range(0, per_producer, 50):
+                create_tasks([new_task("effect") for _i in range(50)], conn=own)
 
     with worker_processes(dsn, 4, "--concurrency", "8", "--log-level", "warning"):
         threads = [threading.Thread(target=produce) for _ in range(producers)]
