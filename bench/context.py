@@ -21,12 +21,14 @@ class Sizes:
     steady_seconds: float
     latency_tasks: int
     latency_rate: float
+    poll_interval_s: float
     insert_seconds: float
     insert_producers: tuple[int, ...]
     scale_finished: int
     scale_probes: int
     rss_tasks: tuple[int, int]
     peer_jobs: int
+    procrastinate_jobs: int  # procrastinate runs ~100x slower: fewer jobs, same rate
 
 
 FULL = Sizes(
@@ -38,12 +40,14 @@ FULL = Sizes(
     steady_seconds=10.0,
     latency_tasks=2_000,
     latency_rate=200.0,
+    poll_interval_s=2.0,
     insert_seconds=3.0,
     insert_producers=(1, 4, 16),
     scale_finished=2_000_000,
     scale_probes=2_000,
     rss_tasks=(50_000, 200_000),
     peer_jobs=20_000,
+    procrastinate_jobs=5_000,
 )
 
 QUICK = Sizes(
@@ -55,12 +59,14 @@ QUICK = Sizes(
     steady_seconds=0.5,
     latency_tasks=20,
     latency_rate=200.0,
-    insert_seconds=0.2,
+    poll_interval_s=0.2,
+    insert_seconds=0.1,
     insert_producers=(1, 4),
     scale_finished=2_000,
     scale_probes=20,
     rss_tasks=(200, 400),
     peer_jobs=100,
+    procrastinate_jobs=50,
 )
 
 

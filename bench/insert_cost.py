@@ -55,10 +55,16 @@ def draining_listener(dsn: str) -> Iterator[None]:
 def run(ctx: Context) -> ItemResult:
     sizes = ctx.sizes
     result = ItemResult("insert_cost", "Insert cost of the notify trigger (single-row inserts)")
-    rates = {(v, p): Figure(f"insert.{v}.p{p}", f"{VARIANTS[v]}, {p} producers", "rows/s")
-             for p in sizes.insert_producers for v in VARIANTS}
-    costs = {(v, p): Figure(f"insert.cost_{v}.p{p}", f"{VARIANTS[v]} cost, {p} producers", "%")
-             for p in sizes.insert_producers for v in ("trigger", "coalesced")}
+    rates = {
+        (v, p): Figure(f"insert.{v}.p{p}", f"{VARIANTS[v]}, {p} producers", "rows/s")
+        for p in sizes.insert_producers
+        for v in VARIANTS
+    }
+    costs = {
+        (v, p): Figure(f"insert.cost_{v}.p{p}", f"{VARIANTS[v]} cost, {p} producers", "%")
+        for p in sizes.insert_producers
+        for v in ("trigger", "coalesced")
+    }
     with (
         env.scratch_database(ctx.admin_dsn, "insert") as shipped,
         env.scratch_database(ctx.admin_dsn, "insertco") as coalesced,
@@ -72,8 +78,10 @@ def run(ctx: Context) -> ItemResult:
         for run_no in range(ctx.runs):
             for producers in sizes.insert_producers:
                 ctx.say(f"insert cost: {producers} producers, run {run_no + 1}/{ctx.runs}")
-                rate = {v: _measure(pool, shipped, coalesced, v, producers, sizes.insert_seconds)
-                        for v in VARIANTS}
+                rate = {
+                    v: _measure(pool, shipped, coalesced, v, producers, sizes.insert_seconds)
+                    for v in VARIANTS
+                }
                 for v, value in rate.items():
                     rates[v, producers].runs.append(value)
                 for v in ("trigger", "coalesced"):
@@ -82,15 +90,21 @@ def run(ctx: Context) -> ItemResult:
     for producers in sizes.insert_producers:
         if producers >= 4:
             cost = costs["trigger", producers]
-            result.targets.append(Target(
-                f"notify trigger cost at {producers} producers", f"< {COST_LIMIT_PCT:.0f}%",
-                cost.text(), cost.median < COST_LIMIT_PCT))
+            result.targets.append(
+                Target(
+                    f"notify trigger cost at {producers} producers",
+                    f"< {COST_LIMIT_PCT:.0f}%",
+                    cost.text(),
+                    cost.median < COST_LIMIT_PCT,
+                )
+            )
     result.notes.append("the coalescing trigger is a scratch experiment, not the shipped schema")
     return result
 
 
-def _measure(pool: ProducerPool, shipped: str, coalesced: str, variant: str,
-             producers: int, seconds: float) -> float:
+def _measure(
+    pool: ProducerPool, shipped: str, coalesced: str, variant: str, producers: int, seconds: float
+) -> float:
     dsn = coalesced if variant == "coalesced" else shipped
     env.run_sql(dsn, "bench_truncate_tasks")
     if variant == "none":

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict
+
 ENQUEUE_CHUNK = 1000
 
 
@@ -41,7 +43,14 @@ async def pgqueuer_drain(dsn: str, jobs: int, batch_size: int) -> dict[str, Any]
     from pgqueuer.queries import Queries
     from pgqueuer.types import QueueExecutionMode
 
-    conn = await asyncpg.connect(dsn)
+    params = conninfo_to_dict(dsn)  # asyncpg wants keywords (or a URL), not key=value
+    conn = await asyncpg.connect(
+        host=params.get("host"),
+        port=params.get("port"),
+        user=params.get("user"),
+        password=params.get("password"),
+        database=params.get("dbname"),
+    )
     queries = Queries(AsyncpgDriver(conn))
     await queries.install()
     for start in range(0, jobs, ENQUEUE_CHUNK):

@@ -16,7 +16,6 @@ SUBJECTS = (
     ("pgqueuer_b100", "PgQueuer 1.6 (asyncpg), batch_size=100", "pgqueuer", 100),
     ("pgqueuer_b10", "PgQueuer 1.6 (asyncpg), batch_size=10 (default)", "pgqueuer", 10),
     ("procrastinate_c1", "procrastinate 3.10, concurrency=1 (default)", "procrastinate", 1),
-    ("procrastinate_c10", "procrastinate 3.10, concurrency=10", "procrastinate", 10),
 )
 REQUIRES = {"pgqueuer": ("pgqueuer", "asyncpg"), "procrastinate": ("procrastinate",)}
 TIMEOUT_S = 600
@@ -28,12 +27,19 @@ def missing(peer: str) -> list[str]:
 
 
 def run(ctx: Context) -> ItemResult:
-    result = ItemResult("peers", f"Peers: drain {ctx.sizes.peer_jobs:,} pending no-op jobs")
+    sizes = ctx.sizes
+    result = ItemResult(
+        "peers",
+        f"Peers: drain {sizes.peer_jobs:,} pending no-op jobs "
+        f"({sizes.procrastinate_jobs:,} for procrastinate)",
+    )
     for key, label, peer, setting in SUBJECTS:
         absent = missing(peer)
         if absent:
-            result.notes.append(f"{label}: NOT RUN, not installed ({', '.join(absent)}); "
-                                "install with pip install -e '.[bench]'")
+            result.notes.append(
+                f"{label}: NOT RUN, not installed ({', '.join(absent)}); "
+                "install with pip install -e '.[bench]'"
+            )
             continue
         figure = Figure(f"peers.{key}", label, "jobs/s")
         for i in range(ctx.runs):
@@ -48,7 +54,7 @@ def run(ctx: Context) -> ItemResult:
 
 def _drain_once(ctx: Context, peer: str, setting: int) -> float:
     """One drain in a fresh database and a fresh process; jobs per second."""
-    jobs = ctx.sizes.peer_jobs
+    jobs = ctx.sizes.procrastinate_jobs if peer == "procrastinate" else ctx.sizes.peer_jobs
     with env.scratch_database(ctx.admin_dsn, peer, migrate=False) as dsn:
         cmd = [sys.executable, "-m", "bench.peer_subjects", peer, dsn, str(jobs), str(setting)]
         try:

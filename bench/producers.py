@@ -6,6 +6,7 @@ inside a measurement. Every process starts and stops on the same wall-clock inst
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
 from multiprocessing.connection import Connection
@@ -16,7 +17,7 @@ import psycopg
 from bench.env import NOOP_TYPE
 from listener.sqlfiles import query
 
-START_DELAY_S = 0.3  # time for every producer to receive its order before the start
+START_DELAY_S = 0.1  # time for every producer to receive its order before the start
 
 
 def _insert_until(conn: psycopg.Connection[Any], start: float, end: float, kind: str) -> int:
@@ -92,8 +93,9 @@ class ProducerPool:
             pipe.send(("connect", dsn))
         self.collect(len(self._pipes))
 
-    def start_inserting(self, dsn: str, producers: int, seconds: float,
-                        kind: str = NOOP_TYPE) -> tuple[float, float]:
+    def start_inserting(
+        self, dsn: str, producers: int, seconds: float, kind: str = NOOP_TYPE
+    ) -> tuple[float, float]:
         """Order ``producers`` processes to insert for ``seconds``; returns (start, end)."""
         start = time.time() + START_DELAY_S
         for pipe in self._pipes[:producers]:
@@ -114,7 +116,7 @@ class ProducerPool:
     def insert_rate(self, dsn: str, producers: int, seconds: float) -> float:
         """Rows per second from ``producers`` concurrent single-row producers."""
         self.start_inserting(dsn, producers, seconds)
-        return sum(self.collect(producers)) / seconds
+        return float(sum(self.collect(producers))) / seconds
 
     def start_paced(self, dsn: str, count: int, rate: float, kind: str) -> None:
         """Order the first process to insert ``count`` rows at ``rate`` per second."""
@@ -122,10 +124,8 @@ class ProducerPool:
 
     def close(self) -> None:
         for pipe in self._pipes:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 pipe.send(("stop",))
-            except (BrokenPipeError, OSError):
-                pass
         for proc in self._procs:
             proc.join(timeout=10)
             if proc.is_alive():

@@ -9,7 +9,6 @@ counts are tried; the best one is the reference for the worker.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import psycopg
 
@@ -17,7 +16,6 @@ from bench import env
 from bench.context import Context, ItemResult
 from bench.stats import Figure
 from listener.sqlfiles import query
-
 
 # (label, claim query): the shipped function, and the scratch variant that looks the
 # locked ids up by primary key (see bench_install_claim_variant in sql/queries/bench.sql).
@@ -79,7 +77,7 @@ def run(ctx: Context) -> ItemResult:
                         ctx.say(f"raw: {figure.label}, run {run_no + 1}/{ctx.runs}")
                         env.seed_pending(dsn, sizes.raw_tasks)
                         figure.runs.append(drain(dsn, batch, connections, claim_query))
-    for claim, (label, _) in reversed(CLAIMS.items()):
+    for claim in reversed(CLAIMS):
         mine = [f for f in result.figures if f.key.startswith(f"raw.{claim}.")]
         best = max(mine, key=lambda f: f.median)
         key = "raw.best" if claim == "shipped" else f"raw.best_{claim}"

@@ -56,8 +56,12 @@ class Target:
         return {True: "met", False: "MISSED", None: "not measured"}[self.met]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "wanted": self.wanted, "measured": self.measured,
-                "verdict": self.verdict}
+        return {
+            "name": self.name,
+            "wanted": self.wanted,
+            "measured": self.measured,
+            "verdict": self.verdict,
+        }
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -135,3 +135,20 @@ $$;
 
 -- name: bench_claim_ids_variant
 SELECT id FROM listener.bench_claim_tasks_by_id_array(%(worker_id)s, %(limit)s, NULL, 60);
+
+-- name: bench_completed_between
+-- Tasks completed in a wall-clock window (epoch seconds, the producers' clock).
+SELECT count(*) FROM public.tasks
+WHERE status = 'completed' AND completed_at >= to_timestamp(%(start)s)
+  AND completed_at < to_timestamp(%(end)s);
+
+-- name: bench_live_worker_count
+SELECT count(*) FROM listener.workers;
+
+-- name: bench_add_pending
+-- Like bench_seed_pending, without emptying the table first.
+INSERT INTO public.tasks (type, payload)
+SELECT %(type)s, '{}'::jsonb FROM generate_series(1, %(n)s);
+
+-- name: bench_claim_one_variant
+SELECT id FROM listener.bench_claim_tasks_by_id_array(%(worker_id)s, 1, NULL, 60);
