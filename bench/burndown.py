@@ -23,35 +23,30 @@ def drain_once(dsn: str, tasks: int, processes: int, concurrency: int) -> float:
     return count / seconds
 
 
-def run(ctx: Context) -> ItemResult:
+def run(ctx: Context, result: ItemResult) -> None:
     sizes = ctx.sizes
-    result = ItemResult("burndown", f"Burn-down: {sizes.burndown_tasks:,} pending no-op tasks")
+    result.title = f"Burn-down: {sizes.burndown_tasks:,} pending no-op tasks"
     with env.scratch_database(ctx.admin_dsn, "burndown") as dsn:
         for concurrency in sizes.burndown_concurrency:
             figure = Figure(
                 f"burndown.p1_c{concurrency}", f"1 process, --concurrency {concurrency}", "tasks/s"
             )
+            result.figures.append(figure)
             for i in range(ctx.runs):
                 ctx.say(f"burn-down: {figure.label}, run {i + 1}/{ctx.runs}")
                 figure.runs.append(drain_once(dsn, sizes.burndown_tasks, 1, concurrency))
-            result.figures.append(figure)
         best = max(result.figures, key=lambda f: f.median)
         best_concurrency = int(best.key.rsplit("_c", 1)[1])
+        label = f"best single process ({best.label})"
+        result.figures.insert(0, Figure("burndown.p1_best", label, "tasks/s", list(best.runs)))
         two = Figure(
             "burndown.p2", f"2 processes, --concurrency {best_concurrency} each", "tasks/s"
         )
+        result.figures.append(two)
         for i in range(ctx.runs):
             ctx.say(f"burn-down: {two.label}, run {i + 1}/{ctx.runs}")
             two.runs.append(drain_once(dsn, sizes.burndown_tasks, 2, best_concurrency))
-    result.figures.insert(
-        0,
-        Figure(
-            "burndown.p1_best", f"best single process ({best.label})", "tasks/s", list(best.runs)
-        ),
-    )
-    result.figures.append(two)
     result.notes.append(
         "workers: listener run --log-level warning --metrics-port 0; "
         "--claim-batch defaults to the concurrency"
     )
-    return result

@@ -34,9 +34,9 @@ class Sizes:
 FULL = Sizes(
     raw_tasks=50_000,
     raw_batches=(100, 1000, 5000),
-    raw_connections=(1, 2),
+    raw_connections=(1,),
     burndown_tasks=50_000,
-    burndown_concurrency=(50, 200, 500),
+    burndown_concurrency=(200, 500),
     steady_seconds=10.0,
     latency_tasks=2_000,
     latency_rate=200.0,
@@ -47,7 +47,7 @@ FULL = Sizes(
     scale_probes=2_000,
     rss_tasks=(50_000, 200_000),
     peer_jobs=20_000,
-    procrastinate_jobs=5_000,
+    procrastinate_jobs=2_000,
 )
 
 QUICK = Sizes(

@@ -12,8 +12,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import psycopg
-
 from bench import env
 from bench.context import Context, ItemResult
 from bench.producers import ProducerPool
@@ -35,7 +33,7 @@ def draining_listener(dsn: str) -> Iterator[None]:
     ready = threading.Event()
 
     def listen() -> None:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with env.connect(dsn) as conn:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")  # constant channel name, not input
             ready.set()
             while not stop.is_set():
@@ -52,9 +50,9 @@ def draining_listener(dsn: str) -> Iterator[None]:
         thread.join(5)
 
 
-def run(ctx: Context) -> ItemResult:
+def run(ctx: Context, result: ItemResult) -> None:
     sizes = ctx.sizes
-    result = ItemResult("insert_cost", "Insert cost of the notify trigger (single-row inserts)")
+    result.title = "Insert cost of the notify trigger (single-row inserts)"
     rates = {
         (v, p): Figure(f"insert.{v}.p{p}", f"{VARIANTS[v]}, {p} producers", "rows/s")
         for p in sizes.insert_producers
@@ -65,6 +63,7 @@ def run(ctx: Context) -> ItemResult:
         for p in sizes.insert_producers
         for v in ("trigger", "coalesced")
     }
+    result.figures = [*rates.values(), *costs.values()]
     with (
         env.scratch_database(ctx.admin_dsn, "insert") as shipped,
         env.scratch_database(ctx.admin_dsn, "insertco") as coalesced,
@@ -86,7 +85,6 @@ def run(ctx: Context) -> ItemResult:
                     rates[v, producers].runs.append(value)
                 for v in ("trigger", "coalesced"):
                     costs[v, producers].runs.append(100.0 * (1 - rate[v] / rate["none"]))
-    result.figures = [*rates.values(), *costs.values()]
     for producers in sizes.insert_producers:
         if producers >= 4:
             cost = costs["trigger", producers]
@@ -99,7 +97,6 @@ def run(ctx: Context) -> ItemResult:
                 )
             )
     result.notes.append("the coalescing trigger is a scratch experiment, not the shipped schema")
-    return result
 
 
 def _measure(

@@ -49,12 +49,10 @@ def measure(
     return [(float(started[i]) - t) * 1000 for i, t in committed[WARMUP:]]
 
 
-def run(ctx: Context) -> ItemResult:
+def run(ctx: Context, result: ItemResult) -> None:
     sizes = ctx.sizes
-    result = ItemResult(
-        "latency",
-        f"Pickup latency at {sizes.latency_rate:.0f} tasks/s, "
-        f"{sizes.latency_tasks:,} tasks per run",
+    result.title = (
+        f"Pickup latency at {sizes.latency_rate:.0f} tasks/s, {sizes.latency_tasks:,} tasks per run"
     )
     modes = {"notify": True, "poll": False}
     figures = {
@@ -62,6 +60,7 @@ def run(ctx: Context) -> ItemResult:
         for m in modes
         for name, _ in PERCENTILES
     }
+    result.figures = list(figures.values())
     with env.scratch_database(ctx.admin_dsn, "latency") as dsn, ProducerPool(1) as pool:
         pool.connect(dsn)
         for i in range(ctx.runs):
@@ -77,7 +76,6 @@ def run(ctx: Context) -> ItemResult:
                 )
                 for name, fraction in PERCENTILES:
                     figures[mode, name].runs.append(percentile(values, fraction))
-    result.figures = list(figures.values())
     for name, limit in TARGETS_MS.items():
         fig = figures["notify", name]
         result.targets.append(
@@ -90,4 +88,3 @@ def run(ctx: Context) -> ItemResult:
         f"--poll-interval-s {sizes.poll_interval_s:g}; poll mode adds --no-listen; "
         f"first {WARMUP} tasks of each run dropped as warm-up"
     )
-    return result

@@ -26,12 +26,11 @@ def missing(peer: str) -> list[str]:
     return [m for m in REQUIRES[peer] if importlib.util.find_spec(m) is None]
 
 
-def run(ctx: Context) -> ItemResult:
+def run(ctx: Context, result: ItemResult) -> None:
     sizes = ctx.sizes
-    result = ItemResult(
-        "peers",
+    result.title = (
         f"Peers: drain {sizes.peer_jobs:,} pending no-op jobs "
-        f"({sizes.procrastinate_jobs:,} for procrastinate)",
+        f"({sizes.procrastinate_jobs:,} for procrastinate)"
     )
     for key, label, peer, setting in SUBJECTS:
         absent = missing(peer)
@@ -42,14 +41,13 @@ def run(ctx: Context) -> ItemResult:
             )
             continue
         figure = Figure(f"peers.{key}", label, "jobs/s")
+        result.figures.append(figure)
         for i in range(ctx.runs):
             ctx.say(f"peers: {label}, run {i + 1}/{ctx.runs}")
             try:
                 figure.runs.append(_drain_once(ctx, peer, setting))
             except RuntimeError as exc:
                 result.notes.append(f"{label}: run {i + 1} failed: {exc}")
-        result.figures.append(figure)
-    return result
 
 
 def _drain_once(ctx: Context, peer: str, setting: int) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from bench import env
 from bench.env import NOOP_TYPE
 from listener.sqlfiles import query
 
@@ -54,7 +55,7 @@ def _serve(pipe: Connection) -> None:
         kind, dsn, *args = order
         try:
             if dsn not in conns:
-                conns[dsn] = psycopg.connect(dsn, autocommit=True, prepare_threshold=0)
+                conns[dsn] = env.connect(dsn, prepare_threshold=0)
             if kind == "connect":
                 pipe.send(0)
             elif kind == "insert":

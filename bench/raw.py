@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 
-import psycopg
-
 from bench import env
 from bench.context import Context, ItemResult
 from bench.stats import Figure
@@ -30,7 +28,7 @@ def claim_complete_loop(dsn: str, batch: int, worker_id: str, claim_query: str) 
     claim, complete = query(claim_query), query("complete_tasks")
     claim_args = {"worker_id": worker_id, "limit": batch}
     done = 0
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=0) as conn, conn.pipeline() as p:
+    with env.connect(dsn, prepare_threshold=0) as conn, conn.pipeline() as p:
         cur = conn.execute(claim, claim_args)
         p.sync()
         ids = [row[0] for row in cur.fetchall()]
@@ -64,9 +62,9 @@ def drain(dsn: str, batch: int, connections: int, claim_query: str = "bench_clai
     return count / seconds if seconds > 0 else float("nan")
 
 
-def run(ctx: Context) -> ItemResult:
+def run(ctx: Context, result: ItemResult) -> None:
     sizes = ctx.sizes
-    result = ItemResult("raw", f"Raw limit: plain-SQL claim+complete of {sizes.raw_tasks:,} tasks")
+    result.title = f"Raw limit: plain-SQL claim+complete of {sizes.raw_tasks:,} tasks"
     with env.scratch_database(ctx.admin_dsn, "raw") as dsn:
         env.run_sql(dsn, "bench_install_claim_variant")
         for run_no in range(ctx.runs):
@@ -86,7 +84,6 @@ def run(ctx: Context) -> ItemResult:
         "one transaction per batch: complete(k) + claim(k+1) pipelined; "
         "rate = completed / (max(completed_at) - min(started_at))"
     )
-    return result
 
 
 def _figure(result: ItemResult, claim: str, batch: int, connections: int) -> Figure:

@@ -23,7 +23,7 @@ import psycopg
 from bench import burndown, env, insert_cost, latency, peers, raw, report, scale, steady
 from bench.context import FULL, QUICK, Context, ItemResult
 
-ITEMS: dict[str, Callable[[Context], ItemResult]] = {
+ITEMS: dict[str, Callable[[Context, ItemResult], None]] = {
     "raw": raw.run,
     "burndown": burndown.run,
     "steady": steady.run,
@@ -112,14 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_item(ctx: Context, name: str) -> ItemResult:
     t0 = time.monotonic()
+    result = ItemResult(name, name)
     try:
-        result = ITEMS[name](ctx)
-    except Exception as exc:  # one item failing must not lose the others' figures
+        ITEMS[name](ctx, result)
+    except Exception as exc:  # keep what was measured, and the other items' figures
         ctx.say(f"{name} FAILED: {exc}")
         traceback.print_exc(file=sys.stderr)
-        result = ItemResult(
-            name, name, status="failed", notes=[f"FAILED: {type(exc).__name__}: {exc}"]
-        )
+        result.status = "failed"
+        result.notes.append(f"FAILED: {type(exc).__name__}: {exc}")
     ctx.say(f"{name} took {time.monotonic() - t0:.1f} s")
     return result
 

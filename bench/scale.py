@@ -10,8 +10,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import psycopg
-
 from bench import env, workers
 from bench.context import Context, ItemResult
 from bench.stats import Figure, Target
@@ -29,7 +27,7 @@ def claim_latency_ms(dsn: str, probes: int, claim_query: str) -> float:
     args = {"worker_id": "bench-probe", "limit": 1}
     timings: list[float] = []
     budget_end = time.monotonic() + PROBE_BUDGET_S
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=0) as conn:
+    with env.connect(dsn, prepare_threshold=0) as conn:
         claim = query(claim_query)
         while len(timings) < probes and time.monotonic() < budget_end:
             t0 = time.perf_counter()
@@ -50,10 +48,10 @@ def claim_latencies(ctx: Context, result: ItemResult) -> None:
                 env.run_sql(dsn, "bench_vacuum_analyze_tasks")
             for claim, name in claims.items():
                 fig = Figure(f"scale.claim_{claim}.rows{rows}", f"claim ({claim}), {label}", "ms")
+                result.figures.append(fig)
                 for i in range(ctx.runs):
                     ctx.say(f"scale: {fig.label}, run {i + 1}/{ctx.runs}")
                     fig.runs.append(claim_latency_ms(dsn, probes, name))
-                result.figures.append(fig)
     empty = result.figure("scale.claim_shipped.rows0")
     full = result.figure(f"scale.claim_shipped.rows{finished}")
     if empty is None or full is None:
@@ -74,6 +72,7 @@ def worker_memory(ctx: Context, result: ItemResult) -> None:
     chunk = min(RSS_CHUNK, first)
     early = Figure("scale.rss_early", f"worker RSS after {first:,} tasks", "MiB")
     late = Figure("scale.rss_late", f"worker RSS after {last:,} tasks", "MiB")
+    result.figures += [early, late]
     with env.scratch_database(ctx.admin_dsn, "rss") as dsn:
         env.seed_pending(dsn, chunk)
         with workers.running_workers([workers.worker_command(dsn, RSS_CONCURRENCY)]) as procs:
@@ -87,7 +86,6 @@ def worker_memory(ctx: Context, result: ItemResult) -> None:
                 if done == first:
                     early.runs.append(workers.rss_mb(procs[0]))
             late.runs.append(workers.rss_mb(procs[0]))
-    result.figures += [early, late]
     growth = 100 * (late.median / early.median - 1)
     result.targets.append(
         Target(
@@ -99,12 +97,11 @@ def worker_memory(ctx: Context, result: ItemResult) -> None:
     )
 
 
-def run(ctx: Context) -> ItemResult:
-    result = ItemResult("scale", "Scale: claim latency vs finished rows; worker memory")
+def run(ctx: Context, result: ItemResult) -> None:
+    result.title = "Scale: claim latency vs finished rows; worker memory"
     claim_latencies(ctx, result)
     worker_memory(ctx, result)
     result.notes.append(
         f"claim probes stop after {PROBE_BUDGET_S:.0f} s; "
         "worker memory is one run (a level, not a rate)"
     )
-    return result

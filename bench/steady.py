@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import psycopg
-
 from bench import env, workers
 from bench.context import Context, ItemResult
 from bench.producers import ProducerPool
@@ -30,7 +28,7 @@ def measure(dsn: str, pool: ProducerPool, seconds: float) -> tuple[float, float,
         backlog = _sample_backlog(dsn, start, end)
         inserted = sum(pool.collect(PRODUCERS))
         workers.check_alive(procs)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with env.connect(dsn) as conn:
         row = conn.execute(query("bench_completed_between"), {"start": start, "end": end})
         completed = (row.fetchone() or (0,))[0]
     return inserted / seconds, completed / seconds, backlog
@@ -38,7 +36,7 @@ def measure(dsn: str, pool: ProducerPool, seconds: float) -> tuple[float, float,
 
 def _sample_backlog(dsn: str, start: float, end: float) -> list[int]:
     samples = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with env.connect(dsn) as conn:
         time.sleep(max(0.0, start - time.time()))
         while time.time() < end:
             samples.append(env.unfinished(conn))
@@ -46,17 +44,17 @@ def _sample_backlog(dsn: str, start: float, end: float) -> list[int]:
     return samples
 
 
-def run(ctx: Context) -> ItemResult:
+def run(ctx: Context, result: ItemResult) -> None:
     seconds = ctx.sizes.steady_seconds
-    result = ItemResult(
-        "steady",
+    result.title = (
         f"Steady state: {PRODUCERS} producers for {seconds:g} s "
-        f"+ 1 worker (--concurrency {CONCURRENCY})",
+        f"+ 1 worker (--concurrency {CONCURRENCY})"
     )
     produced = Figure("steady.producer_rate", "producer rate", "rows/s")
     worked = Figure("steady.worker_rate", "worker rate", "tasks/s")
     final = Figure("steady.backlog_end", "backlog at the end of the window", "tasks")
     peak = Figure("steady.backlog_max", "largest backlog sampled", "tasks")
+    result.figures = [produced, worked, final, peak]
     with env.scratch_database(ctx.admin_dsn, "steady") as dsn, ProducerPool(PRODUCERS) as pool:
         pool.connect(dsn)
         for i in range(ctx.runs):
@@ -66,11 +64,9 @@ def run(ctx: Context) -> ItemResult:
             worked.runs.append(w_rate)
             final.runs.append(float(backlog[-1] if backlog else 0))
             peak.runs.append(float(max(backlog, default=0)))
-    result.figures = [produced, worked, final, peak]
     # Bounded: the worker keeps up, so the backlog ends about where it peaks early on.
     bounded = worked.median >= 0.95 * produced.median
     verdict = "yes: the worker keeps up" if bounded else "NO: the worker falls behind"
     result.notes.append(
         f"backlog bounded: {verdict} (bounded = worker rate >= 95% of producer rate)"
     )
-    return result

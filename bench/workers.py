@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import psutil
-import psycopg
 
 from bench import env
 from listener.sqlfiles import query
@@ -110,7 +109,7 @@ def wait_until_drained(
 ) -> None:
     """Poll until no task is pending or processing (the workers must stay alive)."""
     deadline = time.monotonic() + timeout_s
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with env.connect(dsn) as conn:
         while env.unfinished(conn) > 0:
             check_alive(procs)
             if time.monotonic() > deadline:
@@ -128,7 +127,7 @@ def wait_until_registered(
 ) -> None:
     """Wait until the workers have registered, i.e. are listening and claiming."""
     deadline = time.monotonic() + timeout_s
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with env.connect(dsn) as conn:
         while True:
             row = conn.execute(query("bench_live_worker_count")).fetchone()
             if row and row[0] >= expected:
