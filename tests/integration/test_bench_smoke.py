@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import markdown
+
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = {"raw", "burndown", "steady", "latency", "insert_cost", "scale", "peers"}
 
@@ -63,6 +65,7 @@ def test_quick_benchmark_runs_every_item_and_writes_valid_json(
     verdicts = {t["verdict"] for t in document["targets"]}
     assert verdicts <= {"met", "MISSED", "not measured"}
     assert "== Targets" in done.stdout
+    assert "#### Targets" in markdown.render(document)
 
 
 def test_unknown_item_is_a_one_line_usage_error(tmp_path: Path) -> None:
