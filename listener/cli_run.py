@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 from prometheus_client import CollectorRegistry
 
-from listener import db, logs
+from listener import config, db, logs, migrations
 from listener.errors import ConfigError
 from listener.metrics import Metrics
 from listener.registry import default_registry
@@ -37,6 +37,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--lease-s", type=float, default=30.0, help="task lease, renewed while running"
     )
     run.add_argument("--poll-interval-s", type=float, default=2.0, help="fallback poll")
+    run.add_argument(
+        "--rescue-interval-s", type=float, default=10.0, help="how often to rescue lost tasks"
+    )
     run.add_argument("--claim-batch", type=_positive_int, help="max tasks per claim")
     run.add_argument("--timeout-s", type=float, help="default handler timeout")
     run.add_argument("--max-attempts", type=_positive_int, default=5, help="default attempts")
@@ -68,8 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     import_handlers(args.handlers or ["handlers"])
+    target = db.resolve_dsn(args.dsn)
+    ensure_schema(target)
     settings = WorkerSettings(
-        dsn=db.resolve_dsn(args.dsn).dsn,
+        dsn=target.dsn,
         concurrency=args.concurrency,
         types=args.types,
         claim_batch=args.claim_batch,
@@ -77,12 +82,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval_s,
         listen=not args.no_listen,
         grace_s=args.grace_s,
+        rescue_interval_s=args.rescue_interval_s,
         default_timeout_s=args.timeout_s,
         default_max_attempts=args.max_attempts,
     )
     worker = Worker(settings, default_registry, Metrics(CollectorRegistry()))
     anyio.run(_serve, worker, args.metrics_host, args.metrics_port)
     return 0
+
+
+def ensure_schema(target: config.DatabaseTarget) -> None:
+    """Refuse to start on an unmigrated database; the embedded sandbox migrates itself."""
+    with db.connect(target.dsn, autocommit=True) as conn:
+        if not migrations.pending(conn):
+            return
+        if target.source == "embedded":
+            for applied in migrations.migrate(conn):
+                log.info("schema.migrated", migration=f"{applied.version:04d}_{applied.name}")
+            return
+    raise ConfigError("the database schema is not up to date: run `listener migrate` first")
 
 
 async def _serve(worker: Worker, metrics_host: str, metrics_port: int) -> None:
@@ -112,4 +130,8 @@ def _start_metrics(worker: Worker, host: str, port: int) -> Any:
         return None
     from listener import http
 
-    return http.start_http_server(host, port, worker.metrics.registry, worker.health)
+    registry, dsn = worker.metrics.registry, worker.settings.dsn
+    try:
+        return http.serve(registry, worker.health, host=host, port=port, queue_dsn=dsn)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None

@@ -24,6 +24,9 @@ from listener.store import engine as store
 
 log = get_logger("listener.notifier")
 
+# Lets operators (and `listener doctor`) tell the LISTEN session from pooled ones.
+LISTEN_APPLICATION_NAME = "listener:listen"
+
 
 class Notifier:
     """Keeps one LISTEN connection alive and calls ``on_wake`` for each notification."""
@@ -89,7 +92,9 @@ class Notifier:
         )
         async for attempt in retrying:
             with attempt:
-                return await db.aconnect(self.dsn, autocommit=True)
+                return await db.aconnect(
+                    self.dsn, autocommit=True, application_name=LISTEN_APPLICATION_NAME
+                )
         raise AssertionError("unreachable: tenacity retries forever")
 
     def _log_reconnect(self, state: tenacity.RetryCallState) -> None:

@@ -109,6 +109,7 @@ class WorkerProcess:
             "--handlers", "tests.fault_handlers", "--metrics-port", "0",
             "--log-format", "json", *args,
         ]  # fmt: skip
+        self.dsn = dsn
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-{time.time_ns()}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -117,9 +118,16 @@ class WorkerProcess:
         )  # fmt: skip
 
     def wait_started(self, timeout_s: float = 20.0) -> None:
-        wait_until(lambda: b'"worker.started"' in self.log() or self.proc.poll() is not None,
-                   timeout_s)  # fmt: skip
+        """Wait until the worker has registered itself (it is then listening)."""
+        wait_until(lambda: self._registered() or self.proc.poll() is not None, timeout_s)
         assert self.proc.poll() is None, f"worker exited early:\n{self.log().decode()}"
+
+    def _registered(self) -> bool:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM listener.workers WHERE pid = %s", (self.proc.pid,)
+            ).fetchone()
+        return row is not None
 
     def log(self) -> bytes:
         return self.log_path.read_bytes()
