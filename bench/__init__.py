@@ -1,0 +1,1 @@
+"""The listener benchmark: `python -m bench` (see docs/benchmarks.md)."""

@@ -1,0 +1,106 @@
+"""What every item receives: where to run, how big, how many runs; what it returns."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.stats import Figure, Target
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes: the issue's numbers, or tiny ones for the CI smoke run."""
+
+    raw_tasks: int
+    raw_batches: tuple[int, ...]
+    raw_connections: tuple[int, ...]
+    burndown_tasks: int
+    burndown_concurrency: tuple[int, ...]
+    steady_seconds: float
+    latency_tasks: int
+    latency_rate: float
+    poll_interval_s: float
+    insert_seconds: float
+    insert_producers: tuple[int, ...]
+    scale_finished: int
+    scale_probes: int
+    rss_tasks: tuple[int, int]
+    peer_jobs: int
+    procrastinate_jobs: int  # procrastinate runs ~100x slower: fewer jobs, same rate
+
+
+FULL = Sizes(
+    raw_tasks=50_000,
+    raw_batches=(100, 1000, 5000),
+    raw_connections=(1,),
+    burndown_tasks=50_000,
+    burndown_concurrency=(200, 500),
+    steady_seconds=10.0,
+    latency_tasks=2_000,
+    latency_rate=200.0,
+    poll_interval_s=2.0,
+    insert_seconds=3.0,
+    insert_producers=(1, 4, 16),
+    scale_finished=2_000_000,
+    scale_probes=2_000,
+    rss_tasks=(50_000, 200_000),
+    peer_jobs=20_000,
+    procrastinate_jobs=2_000,
+)
+
+QUICK = Sizes(
+    raw_tasks=300,
+    raw_batches=(100,),
+    raw_connections=(1,),
+    burndown_tasks=300,
+    burndown_concurrency=(50,),
+    steady_seconds=0.5,
+    latency_tasks=20,
+    latency_rate=200.0,
+    poll_interval_s=0.2,
+    insert_seconds=0.1,
+    insert_producers=(1, 4),
+    scale_finished=2_000,
+    scale_probes=20,
+    rss_tasks=(200, 400),
+    peer_jobs=100,
+    procrastinate_jobs=50,
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    admin_dsn: str
+    sizes: Sizes
+    runs: int
+    quick: bool
+
+    def say(self, line: str) -> None:
+        """Progress on stderr, so stdout stays the result table."""
+        print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ItemResult:
+    """One item's figures, targets and notes; status ok, skipped or failed."""
+
+    name: str
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    status: str = "ok"
+
+    def figure(self, key: str) -> Figure | None:
+        return next((f for f in self.figures if f.key == key), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "status": self.status,
+            "figures": {f.key: f.to_json() for f in self.figures},
+            "targets": [t.to_json() for t in self.targets],
+            "notes": self.notes,
+        }

@@ -1,0 +1,138 @@
+"""Worker processes under test: ``listener run`` started as a user would, and watched."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+import psutil
+
+from bench import env
+from listener.sqlfiles import query
+
+DRAIN_TIMEOUT_S = 900.0
+_stderr: dict[int, IO[bytes]] = {}
+STOP_TIMEOUT_S = 30.0
+
+
+def worker_command(
+    dsn: str,
+    concurrency: int,
+    *,
+    claim_batch: int | None = None,
+    listen: bool = True,
+    poll_interval_s: float = 2.0,
+) -> list[str]:
+    """``listener run`` with the benchmark's handlers, quiet logs and no metrics port."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "listener.cli",
+        "run",
+        "--dsn",
+        dsn,
+        "--handlers",
+        "bench.noop_handlers",
+        "--concurrency",
+        str(concurrency),
+        "--metrics-port",
+        "0",
+        "--log-level",
+        "warning",
+        "--log-format",
+        "json",
+        "--poll-interval-s",
+        str(poll_interval_s),
+    ]
+    if claim_batch is not None:
+        cmd += ["--claim-batch", str(claim_batch)]
+    if not listen:
+        cmd.append("--no-listen")
+    return cmd
+
+
+@contextlib.contextmanager
+def running_workers(
+    commands: Sequence[list[str]], extra_env: dict[str, str] | None = None
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start the worker processes; stop them with SIGTERM (then SIGKILL) on exit."""
+    environ = {**os.environ, **(extra_env or {})}
+    with contextlib.ExitStack() as stack:
+        # stderr goes to a file: a pipe nobody reads could fill and stall the worker.
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in commands]
+        procs = [
+            subprocess.Popen(cmd, env=environ, stdout=subprocess.DEVNULL, stderr=log)
+            for cmd, log in zip(commands, logs, strict=True)
+        ]
+        _stderr.update({proc.pid: log for proc, log in zip(procs, logs, strict=True)})
+        try:
+            yield procs
+        finally:
+            _stop(procs)
+            for proc in procs:
+                _stderr.pop(proc.pid, None)
+
+
+def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (the worker drains), then SIGKILL after STOP_TIMEOUT_S."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def check_alive(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Raise with the worker's last stderr line if one has exited."""
+    for proc in procs:
+        if proc.poll() is not None:
+            log = _stderr[proc.pid]
+            log.seek(0)
+            err = log.read().decode(errors="replace")
+            tail = (err.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"worker exited with {proc.returncode}: {tail}")
+
+
+def wait_until_drained(
+    dsn: str, procs: Sequence[subprocess.Popen[bytes]], timeout_s: float = DRAIN_TIMEOUT_S
+) -> None:
+    """Poll until no task is pending or processing (the workers must stay alive)."""
+    deadline = time.monotonic() + timeout_s
+    with env.connect(dsn) as conn:
+        while env.unfinished(conn) > 0:
+            check_alive(procs)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"queue not drained within {timeout_s:.0f} s")
+            time.sleep(0.05)
+
+
+def rss_mb(proc: subprocess.Popen[Any]) -> float:
+    """Resident memory of a worker process, in MiB."""
+    return float(psutil.Process(proc.pid).memory_info().rss / 2**20)
+
+
+def wait_until_registered(
+    dsn: str, procs: Sequence[subprocess.Popen[bytes]], expected: int = 1, timeout_s: float = 30.0
+) -> None:
+    """Wait until the workers have registered, i.e. are listening and claiming."""
+    deadline = time.monotonic() + timeout_s
+    with env.connect(dsn) as conn:
+        while True:
+            row = conn.execute(query("bench_live_worker_count")).fetchone()
+            if row and row[0] >= expected:
+                return
+            check_alive(procs)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not registered within {timeout_s:.0f} s")
+            time.sleep(0.05)

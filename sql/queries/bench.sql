@@ -1,0 +1,154 @@
+-- The benchmark's queries (bench/), loaded by name like the engine's. They run only
+-- in databases the benchmark creates and drops itself.
+
+-- name: bench_server_settings
+SELECT current_setting('server_version'), current_setting('synchronous_commit'),
+       current_setting('fsync'), current_setting('shared_buffers'),
+       current_setting('max_connections');
+
+-- name: bench_truncate_tasks
+TRUNCATE public.tasks;
+
+-- name: bench_seed_pending
+-- Pending no-op tasks, due now, in one statement (one NOTIFY).
+INSERT INTO public.tasks (type, payload)
+SELECT %(type)s, '{}'::jsonb FROM generate_series(1, %(n)s);
+
+-- name: bench_seed_finished
+-- Finished history for the scale item: half completed, half failed, spread over a day.
+INSERT INTO public.tasks (type, payload, status, attempts, created_at, run_at, started_at,
+                          completed_at, error)
+SELECT 'bench.history', '{}'::jsonb,
+       CASE WHEN i %% 2 = 0 THEN 'completed' ELSE 'failed' END, 1,
+       now() - make_interval(secs => i %% 86400), now() - make_interval(secs => i %% 86400),
+       now() - make_interval(secs => i %% 86400), now() - make_interval(secs => i %% 86400),
+       CASE WHEN i %% 2 = 0 THEN NULL ELSE 'bench: failed on purpose' END
+FROM generate_series(1, %(n)s) AS i;
+
+-- name: bench_vacuum_analyze_tasks
+VACUUM (ANALYZE) public.tasks;
+
+-- name: bench_analyze_tasks
+ANALYZE public.tasks;
+
+-- name: bench_claim_ids
+-- The raw loop's claim: the engine's claim function, returning only the ids.
+SELECT id FROM listener.claim_tasks(%(worker_id)s, %(limit)s, NULL, 60);
+
+-- name: bench_drain_window
+-- Completed count and the seconds from the first claim to the last completion.
+SELECT count(*), extract(epoch FROM max(completed_at) - min(started_at))
+FROM public.tasks
+WHERE status = 'completed' AND type = %(type)s;
+
+-- name: bench_count_by_status
+SELECT count(*) FILTER (WHERE status = 'pending'),
+       count(*) FILTER (WHERE status = 'processing'),
+       count(*) FILTER (WHERE status = 'completed'),
+       count(*) FILTER (WHERE status = 'failed')
+FROM public.tasks
+WHERE type = %(type)s;
+
+-- name: bench_unfinished_count
+-- Cheap from the partial indexes, for polling while a worker drains.
+SELECT (SELECT count(*) FROM public.tasks WHERE status = 'pending')
+     + (SELECT count(*) FROM public.tasks WHERE status = 'processing');
+
+-- name: bench_insert_one
+-- What a plain-SQL producer does: one row, one transaction.
+INSERT INTO public.tasks (type, payload) VALUES (%(type)s, '{}'::jsonb) RETURNING id;
+
+-- name: bench_disable_notify_trigger
+ALTER TABLE public.tasks DISABLE TRIGGER tasks_notify_inserted;
+
+-- name: bench_enable_notify_trigger
+ALTER TABLE public.tasks ENABLE TRIGGER tasks_notify_inserted;
+
+-- name: bench_install_coalescing_trigger
+-- A scratch-database experiment, not the shipped schema: notify only when no other
+-- transaction is notifying right now. The transaction-level advisory lock is held
+-- until commit, so at most one in-flight transaction takes PostgreSQL's commit-time
+-- NOTIFY lock; the rest commit in parallel (group commit). The price: a row whose
+-- inserter skipped the NOTIFY can wait for the next wake-up or poll.
+CREATE OR REPLACE FUNCTION listener.bench_notify_tasks_coalesced()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    IF pg_try_advisory_xact_lock(1920462052)
+       AND EXISTS (SELECT 1 FROM inserted WHERE status = 'pending' AND run_at <= now()) THEN
+        PERFORM pg_notify('listener_tasks', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS tasks_notify_inserted ON public.tasks;
+CREATE TRIGGER tasks_notify_inserted
+    AFTER INSERT ON public.tasks
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION listener.bench_notify_tasks_coalesced();
+
+-- name: bench_claim_one
+-- The scale item's probe: the engine's claim query for one task.
+SELECT id FROM listener.claim_tasks(%(worker_id)s, 1, NULL, 60);
+
+-- name: bench_complete_one
+UPDATE public.tasks SET status = 'completed', completed_at = now()
+WHERE id = %(id)s AND status = 'processing';
+
+-- name: bench_install_claim_variant
+-- A scratch-database experiment, not the shipped schema: the shipped claim function
+-- is planned generically inside a SQL function (LIMIT p_limit is unknown, so the
+-- planner expects 10% of the table) and joins back with a hash join over a sequential
+-- scan of the whole table on every claim. Here the locked ids go through an array, so
+-- the update always looks them up by primary key.
+CREATE OR REPLACE FUNCTION listener.bench_claim_tasks_by_id_array(
+    p_worker_id text,
+    p_limit integer,
+    p_types text[] DEFAULT NULL,
+    p_lease_s double precision DEFAULT 60
+) RETURNS SETOF public.tasks
+LANGUAGE sql
+SET search_path = pg_catalog, public
+AS $$
+    UPDATE public.tasks AS t
+    SET status = 'processing',
+        started_at = now(),
+        attempts = t.attempts + 1,
+        worker_id = p_worker_id,
+        lease_expires_at = now() + make_interval(secs => p_lease_s),
+        error = NULL
+    WHERE t.id = ANY (ARRAY(
+        SELECT id
+        FROM public.tasks
+        WHERE status = 'pending'
+          AND run_at <= now()
+          AND (p_types IS NULL OR type = ANY (p_types))
+        ORDER BY priority DESC, run_at, id
+        LIMIT p_limit
+        FOR NO KEY UPDATE SKIP LOCKED
+    ))
+    RETURNING t.*;
+$$;
+
+-- name: bench_claim_ids_variant
+SELECT id FROM listener.bench_claim_tasks_by_id_array(%(worker_id)s, %(limit)s, NULL, 60);
+
+-- name: bench_completed_between
+-- Tasks completed in a wall-clock window (epoch seconds, the producers' clock).
+SELECT count(*) FROM public.tasks
+WHERE status = 'completed' AND completed_at >= to_timestamp(%(start)s)
+  AND completed_at < to_timestamp(%(end)s);
+
+-- name: bench_live_worker_count
+SELECT count(*) FROM listener.workers;
+
+-- name: bench_add_pending
+-- Like bench_seed_pending, without emptying the table first.
+INSERT INTO public.tasks (type, payload)
+SELECT %(type)s, '{}'::jsonb FROM generate_series(1, %(n)s);
+
+-- name: bench_claim_one_variant
+SELECT id FROM listener.bench_claim_tasks_by_id_array(%(worker_id)s, 1, NULL, 60);
