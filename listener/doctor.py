@@ -1,0 +1,94 @@
+"""`listener doctor`: diagnose a deployment, one ✓/⚠/✗ line per check with the fix.
+
+The checks that matter most come first: can this connection LISTEN at all, is
+the schema right, then the health of the queue and of the server around it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from listener import db, verify
+from listener.doctor_checks import CHECKS, Finding, Level, Thresholds
+from listener.sqlfiles import query
+
+SUPABASE_POOLER_PORT = "6543"
+
+__all__ = ["Finding", "Level", "Thresholds", "diagnose", "exit_code"]
+
+
+def diagnose(dsn: str, thresholds: Thresholds | None = None) -> list[Finding]:
+    """Run every check against ``dsn``; never raises for a failing check."""
+    limits = thresholds or Thresholds()
+    # prepare_threshold=None: a transaction-mode pooler may not keep prepared statements.
+    with db.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        findings = [_guarded("LISTEN/NOTIFY round trip", listen_round_trip, conn, limits, dsn)]
+        schema = verify.run_checks(conn)
+        findings += [Finding(Level.OK if c.ok else Level.FAIL, c.title, c.detail) for c in schema]
+        if not schema[0].ok:
+            findings.append(
+                Finding(Level.WARN, "queue checks skipped", "the tables are missing (see above)")
+            )
+            return findings
+        for title, check in CHECKS:
+            findings.append(_guarded(title, check, conn, limits))
+    return findings
+
+
+def exit_code(findings: list[Finding]) -> int:
+    """1 when any check failed (✗), else 0; warnings alone don't fail."""
+    return 1 if any(f.level is Level.FAIL for f in findings) else 0
+
+
+def _guarded(
+    title: str, check: Callable[..., Finding], conn: psycopg.Connection[Any], *args: Any
+) -> Finding:
+    """A check whose query fails (permissions, old server) becomes a ⚠, not a crash."""
+    try:
+        return check(conn, *args)
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return Finding(Level.WARN, f"{title}: could not check", reason)
+
+
+def listen_round_trip(conn: psycopg.Connection[Any], limits: Thresholds, dsn: str) -> Finding:
+    """LISTEN on this connection, NOTIFY from a second one, wait for it to arrive.
+
+    A transaction-mode pooler hands the LISTEN to whichever server connection is
+    free and takes it back at once, so the notification never reaches us.
+    """
+    channel = f"listener_doctor_{secrets.token_hex(6)}"
+    ident = sql.Identifier(channel)
+    conn.execute(sql.SQL(query("doctor_listen")).format(channel=ident))
+    try:
+        with db.connect(dsn, autocommit=True, prepare_threshold=None) as other:
+            other.execute(query("doctor_notify"), {"channel": channel, "payload": "ping"})
+        deadline = limits.notify_deadline_s
+        arrived = any(n.channel == channel for n in conn.notifies(timeout=deadline, stop_after=1))
+    finally:
+        conn.execute(sql.SQL(query("doctor_unlisten")).format(channel=ident))
+    title = "LISTEN/NOTIFY works on this connection"
+    if arrived:
+        return Finding(Level.OK, title)
+    return Finding(Level.FAIL, title, _pooler_advice(dsn, deadline))
+
+
+def _pooler_advice(dsn: str, deadline_s: float) -> str:
+    port = str(conninfo_to_dict(dsn).get("port") or "5432")
+    hint = (
+        f" (port {SUPABASE_POOLER_PORT} is Supabase's transaction-mode pooler)"
+        if port == SUPABASE_POOLER_PORT
+        else ""
+    )
+    return (
+        f"a notification sent from a second connection did not arrive within {deadline_s:g}s: "
+        f"this connection goes through a transaction-mode pooler{hint}, where LISTEN cannot "
+        "work. Give the worker the direct database connection, or a session-mode pooler "
+        "(port 5432 on Supabase)"
+    )
