@@ -74,15 +74,13 @@ def retry(conn: psycopg.Connection[Any], selection: Selection, *, dry_run: bool 
     """Move failed tasks back to pending with fresh attempts, and wake the workers."""
     params = selection.params()
     with conn.transaction():
-        skipped = _skipped(conn, selection, "failed")
         preview = conn.execute(query("admin_retry_preview"), params).fetchall()
-        blocked = sum(int(b) for _, _, b in preview)
-        if dry_run:
-            by_type = {t: int(n) for t, n, _ in preview if n}
-        else:
-            by_type = _counts(conn, "admin_retry_apply", params)
-            if by_type:
-                conn.execute(query("notify_workers"))  # delivered at commit
+        blocked = sum(int(row[3]) for row in preview)
+        rows = [row[:3] for row in preview] if dry_run else _run(conn, "admin_retry_apply", params)
+        by_type, named = _tally(rows)
+        if by_type and not dry_run:
+            conn.execute(query("notify_workers"))  # delivered at commit
+        skipped = _skipped(conn, selection, named, "failed")
     return Outcome(by_type, dry_run, blocked, skipped)
 
 
@@ -90,11 +88,10 @@ def cancel(
     conn: psycopg.Connection[Any], selection: Selection, *, dry_run: bool = False
 ) -> Outcome:
     """Mark pending tasks cancelled so no worker runs them."""
-    params = selection.params()
     name = "admin_cancel_preview" if dry_run else "admin_cancel_apply"
     with conn.transaction():
-        skipped = _skipped(conn, selection, "pending")
-        by_type = _counts(conn, name, params)
+        by_type, named = _tally(_run(conn, name, selection.params()))
+        skipped = _skipped(conn, selection, named, "pending")
     return Outcome(by_type, dry_run, 0, skipped)
 
 
@@ -194,21 +191,38 @@ def _counts(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) ->
     return {str(k): int(n) for k, n in conn.execute(query(name), params).fetchall()}
 
 
+def _run(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[Any]:
+    return conn.execute(query(name), params).fetchall()
+
+
+def _tally(rows: list[Any]) -> tuple[dict[str, int], set[uuid.UUID]]:
+    """(type, count, named ids) rows -> counts per type, and the named ids among them."""
+    by_type = {str(t): int(n) for t, n, _ in rows if n}
+    return by_type, {i for _, _, ids in rows for i in ids}
+
+
 def _skipped(
-    conn: psycopg.Connection[Any], selection: Selection, wanted: str
+    conn: psycopg.Connection[Any],
+    selection: Selection,
+    changed: set[uuid.UUID],
+    wanted: str,
 ) -> list[tuple[uuid.UUID, str]]:
-    """Named ids the action could not touch, with the reason, in the order given."""
-    if not selection.ids:
+    """Named ids the action did not touch, each with the reason, in the order given."""
+    left = [i for i in dict.fromkeys(selection.ids) if i not in changed]
+    if not left:
         return []
-    rows = conn.execute(query("admin_task_statuses"), {"ids": list(selection.ids)}).fetchall()
-    found: dict[uuid.UUID, str] = dict(rows)
+    found: dict[uuid.UUID, str] = dict(_run(conn, "admin_task_statuses", {"ids": left}))
     skipped = []
-    for task_id in dict.fromkeys(selection.ids):
+    for task_id in left:
         status = found.get(task_id)
         if status is None:
             skipped.append((task_id, "no such task"))
         elif status != wanted:
             skipped.append((task_id, f"is {status}, not {wanted}"))
+        elif wanted == "failed":
+            skipped.append((task_id, "stays failed: another unfinished task holds its dedupe key"))
+        else:
+            skipped.append((task_id, f"was not {wanted} when we tried; run the command again"))
     return skipped
 
 

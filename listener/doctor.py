@@ -29,9 +29,9 @@ def diagnose(dsn: str, thresholds: Thresholds | None = None) -> list[Finding]:
     # prepare_threshold=None: a transaction-mode pooler may not keep prepared statements.
     with db.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
         findings = [_guarded("LISTEN/NOTIFY round trip", listen_round_trip, conn, limits, dsn)]
-        schema = verify.run_checks(conn)
-        findings += [Finding(Level.OK if c.ok else Level.FAIL, c.title, c.detail) for c in schema]
-        if not schema[0].ok:
+        schema = _schema_findings(conn)
+        findings += schema
+        if schema[0].title.startswith("tables") and schema[0].level is Level.FAIL:
             findings.append(
                 Finding(Level.WARN, "queue checks skipped", "the tables are missing (see above)")
             )
@@ -46,15 +46,28 @@ def exit_code(findings: list[Finding]) -> int:
     return 1 if any(f.level is Level.FAIL for f in findings) else 0
 
 
+def _schema_findings(conn: psycopg.Connection[Any]) -> list[Finding]:
+    """`listener verify`'s checks: schema, trigger, claim index, RLS, API roles, migrations."""
+    try:
+        checks = verify.run_checks(conn)
+    except psycopg.Error as exc:
+        return [Finding(Level.FAIL, "schema checks: could not check", _first_line(exc))]
+    return [Finding(Level.OK if c.ok else Level.FAIL, c.title, c.detail) for c in checks]
+
+
 def _guarded(
     title: str, check: Callable[..., Finding], conn: psycopg.Connection[Any], *args: Any
 ) -> Finding:
-    """A check whose query fails (permissions, old server) becomes a ⚠, not a crash."""
+    """A check whose query fails (often permissions) is a ✗ with the reason, not a crash."""
     try:
         return check(conn, *args)
     except psycopg.Error as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return Finding(Level.WARN, f"{title}: could not check", reason)
+        return Finding(Level.FAIL, f"{title}: could not check", _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def listen_round_trip(conn: psycopg.Connection[Any], limits: Thresholds, dsn: str) -> Finding:

@@ -7,7 +7,7 @@
 -- now held by an unfinished task (or by a newer failed twin) is blocked: moving
 -- it back to pending would break the one-unfinished-task-per-key rule.
 WITH matched AS (
-    SELECT t.type,
+    SELECT t.id, t.type,
            t.dedupe_key IS NOT NULL AND (
                row_number() OVER (PARTITION BY t.dedupe_key
                                   ORDER BY t.completed_at DESC NULLS LAST, t.id) > 1
@@ -21,6 +21,8 @@ WITH matched AS (
 )
 SELECT type,
        count(*) FILTER (WHERE NOT blocked) AS movable,
+       coalesce(array_agg(id) FILTER (WHERE NOT blocked AND id = ANY (%(ids)s::uuid[])), '{}')
+           AS named,
        count(*) FILTER (WHERE blocked) AS blocked
 FROM matched
 GROUP BY type
@@ -47,12 +49,17 @@ WITH matched AS (
         started_at = NULL, run_at = now(), worker_id = NULL, lease_expires_at = NULL
     FROM matched
     WHERE t.id = matched.id AND NOT matched.blocked AND t.status = 'failed'
-    RETURNING t.type
+    RETURNING t.id, t.type
 )
-SELECT type, count(*) AS count FROM retried GROUP BY type ORDER BY type;
+SELECT type, count(*) AS count,
+       coalesce(array_agg(id) FILTER (WHERE id = ANY (%(ids)s::uuid[])), '{}') AS named
+FROM retried
+GROUP BY type
+ORDER BY type;
 
 -- name: admin_cancel_preview
-SELECT type, count(*) AS count
+SELECT type, count(*) AS count,
+       coalesce(array_agg(id) FILTER (WHERE id = ANY (%(ids)s::uuid[])), '{}') AS named
 FROM public.tasks
 WHERE status = 'pending'
   AND (%(all)s OR id = ANY (%(ids)s::uuid[]) OR type = ANY (%(types)s::text[]))
@@ -67,9 +74,13 @@ WITH cancelled AS (
     SET status = 'cancelled', completed_at = now(), error = 'cancelled by an operator'
     WHERE status = 'pending'
       AND (%(all)s OR id = ANY (%(ids)s::uuid[]) OR type = ANY (%(types)s::text[]))
-    RETURNING type
+    RETURNING id, type
 )
-SELECT type, count(*) AS count FROM cancelled GROUP BY type ORDER BY type;
+SELECT type, count(*) AS count,
+       coalesce(array_agg(id) FILTER (WHERE id = ANY (%(ids)s::uuid[])), '{}') AS named
+FROM cancelled
+GROUP BY type
+ORDER BY type;
 
 -- name: admin_task_statuses
 SELECT id, status FROM public.tasks WHERE id = ANY (%(ids)s::uuid[]);
