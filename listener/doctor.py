@@ -51,7 +51,7 @@ def _schema_findings(conn: psycopg.Connection[Any]) -> list[Finding]:
     try:
         checks = verify.run_checks(conn)
     except psycopg.Error as exc:
-        return [Finding(Level.FAIL, "schema checks: could not check", _first_line(exc))]
+        return [Finding(Level.FAIL, "schema checks: could not check", _no_access(exc))]
     return [Finding(Level.OK if c.ok else Level.FAIL, c.title, c.detail) for c in checks]
 
 
@@ -62,12 +62,15 @@ def _guarded(
     try:
         return check(conn, *args)
     except psycopg.Error as exc:
-        return Finding(Level.FAIL, f"{title}: could not check", _first_line(exc))
+        return Finding(Level.FAIL, f"{title}: could not check", _no_access(exc))
 
 
-def _first_line(exc: BaseException) -> str:
+def _no_access(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    reason = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        reason += " (run doctor with the worker's connection string: it needs the same access)"
+    return reason
 
 
 def listen_round_trip(conn: psycopg.Connection[Any], limits: Thresholds, dsn: str) -> Finding:

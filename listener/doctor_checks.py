@@ -101,7 +101,7 @@ def long_transactions(conn: psycopg.Connection[Any], limits: Thresholds) -> Find
 
 
 def dead_tuples(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
-    live, dead, autovacuum_on, _last = _one(conn, "doctor_dead_tuples")
+    live, dead, server_on, table_on = _one(conn, "doctor_dead_tuples")
     live, dead = int(live or 0), int(dead or 0)
     ratio = dead / (live + dead) if live + dead else 0.0
     title = f"tasks table {ratio:.0%} dead rows ({dead} dead, {live} live)"
@@ -109,20 +109,20 @@ def dead_tuples(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
         return Finding(Level.OK, f"tasks table has few dead rows ({dead})")
     if ratio < limits.dead_ratio:
         return Finding(Level.OK, title)
-    if not autovacuum_on:
-        return Finding(
-            Level.FAIL,
-            title,
-            "autovacuum is off for public.tasks: ALTER TABLE public.tasks RESET "
-            "(autovacuum_enabled) (and check `autovacuum` is on), then VACUUM (ANALYZE) "
-            "public.tasks",
-        )
+    vacuum_now = "run VACUUM (ANALYZE) public.tasks now"
+    if not table_on:
+        fix = "autovacuum is off for public.tasks: ALTER TABLE public.tasks RESET "
+        fix += f"(autovacuum_enabled), then {vacuum_now}"
+        return Finding(Level.FAIL, title, fix)
+    if not server_on:
+        fix = f"autovacuum is off on the server: set autovacuum = on, then {vacuum_now}"
+        return Finding(Level.FAIL, title, fix)
     return Finding(
         Level.WARN,
         title,
-        "autovacuum is not keeping up: end long transactions (see above), run VACUUM "
-        "(ANALYZE) public.tasks now, and give autovacuum more room "
-        "(autovacuum_vacuum_cost_limit, or a lower autovacuum_vacuum_scale_factor on tasks)",
+        f"autovacuum is not keeping up: end long transactions (see above), {vacuum_now}, "
+        "and give autovacuum more room (a higher autovacuum_vacuum_cost_limit, or a "
+        "lower autovacuum_vacuum_scale_factor on tasks)",
     )
 
 

@@ -47,11 +47,10 @@ ORDER BY age_s DESC;
 
 -- name: doctor_dead_tuples
 SELECT s.n_live_tup, s.n_dead_tup,
-       current_setting('autovacuum')::boolean
-           AND coalesce((SELECT option_value::boolean
-                         FROM pg_options_to_table(c.reloptions)
-                         WHERE option_name = 'autovacuum_enabled'), true) AS autovacuum_on,
-       greatest(s.last_autovacuum, s.last_vacuum) AS last_vacuum
+       current_setting('autovacuum')::boolean AS server_autovacuum,
+       coalesce((SELECT option_value::boolean
+                 FROM pg_options_to_table(c.reloptions)
+                 WHERE option_name = 'autovacuum_enabled'), true) AS table_autovacuum
 FROM pg_stat_user_tables AS s
 JOIN pg_class AS c ON c.oid = s.relid
 WHERE s.relid = to_regclass('public.tasks');
