@@ -87,7 +87,9 @@ def long_transactions(conn: psycopg.Connection[Any], limits: Thresholds) -> Find
     found = rows.fetchall()
     if not found:
         return Finding(
-            Level.OK, f"no transaction open longer than {_span(limits.long_transaction_s)}"
+            Level.OK,
+            f"no long-running transaction (none open longer than "
+            f"{_span(limits.long_transaction_s)})",
         )
     who = ", ".join(f"{holder} ({app or '-'}, {_span(age)})" for holder, app, age in found[:3])
     more = f" and {len(found) - 3} more" if len(found) > 3 else ""
