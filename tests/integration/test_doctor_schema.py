@@ -150,6 +150,7 @@ def test_checks_a_role_cannot_run_fail_with_the_reason_instead_of_crashing(
     captured = capsys.readouterr()
     assert code == 1
     assert captured.err == ""
-    assert "✗ pending tasks waiting: could not check — permission denied for table tasks" in (
-        captured.out.splitlines()
-    )
+    assert (
+        "✗ pending tasks waiting: could not check — permission denied for table tasks "
+        "(run doctor with the worker's connection string: it needs the same access)"
+    ) in captured.out.splitlines()
