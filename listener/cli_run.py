@@ -1,10 +1,133 @@
-"""`listener run`: placeholder wiring until the engine lands (issue 3)."""
+"""`listener run`: the worker process, with signals, logs and the metrics endpoint."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import signal
 from typing import Any
+
+import anyio
+from prometheus_client import CollectorRegistry
+
+from listener import config, db, logs, migrations
+from listener.errors import ConfigError
+from listener.metrics import Metrics
+from listener.registry import default_registry
+from listener.worker import Worker, WorkerSettings
+
+log = logs.get_logger("listener.run")
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """No engine commands yet."""
+    run = sub.add_parser("run", parents=[common], help="run a worker until SIGTERM/SIGINT")
+    run.add_argument(
+        "--handlers", action="append", metavar="MODULE",
+        help="importable module that registers handlers (repeatable; default: handlers)",
+    )  # fmt: skip
+    run.add_argument("--concurrency", type=_positive_int, default=10, help="tasks at once")
+    run.add_argument("--types", nargs="+", metavar="T", help="only these task types")
+    run.add_argument(
+        "--metrics-port", type=int, default=9108,
+        help="port for /metrics, /healthz, /readyz (default 9108; 0 disables)",
+    )  # fmt: skip
+    run.add_argument("--metrics-host", default="0.0.0.0", help="bind address (default all)")  # noqa: S104
+    run.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
+    run.add_argument(
+        "--lease-s", type=float, default=30.0, help="task lease, renewed while running"
+    )
+    run.add_argument("--poll-interval-s", type=float, default=2.0, help="fallback poll")
+    run.add_argument(
+        "--rescue-interval-s", type=float, default=10.0, help="how often to rescue lost tasks"
+    )
+    run.add_argument("--claim-batch", type=_positive_int, help="max tasks per claim")
+    run.add_argument("--timeout-s", type=float, help="default handler timeout")
+    run.add_argument("--max-attempts", type=_positive_int, default=5, help="default attempts")
+    run.add_argument("--no-listen", action="store_true", help="poll only (no LISTEN/NOTIFY)")
+    run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    run.set_defaults(handler=cmd_run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def import_handlers(modules: list[str]) -> None:
+    """Import each module so its @handler decorators register."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import handlers module {name!r}: {exc}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        logs.configure(args.log_level, args.log_format)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    import_handlers(args.handlers or ["handlers"])
+    target = db.resolve_dsn(args.dsn)
+    ensure_schema(target)
+    settings = WorkerSettings(
+        dsn=target.dsn,
+        concurrency=args.concurrency,
+        types=args.types,
+        claim_batch=args.claim_batch,
+        lease_s=args.lease_s,
+        poll_interval_s=args.poll_interval_s,
+        listen=not args.no_listen,
+        grace_s=args.grace_s,
+        rescue_interval_s=args.rescue_interval_s,
+        default_timeout_s=args.timeout_s,
+        default_max_attempts=args.max_attempts,
+    )
+    worker = Worker(settings, default_registry, Metrics(CollectorRegistry()))
+    anyio.run(_serve, worker, args.metrics_host, args.metrics_port)
+    return 0
+
+
+def ensure_schema(target: config.DatabaseTarget) -> None:
+    """Refuse to start on an unmigrated database; the embedded sandbox migrates itself."""
+    with db.connect(target.dsn, autocommit=True) as conn:
+        if not migrations.pending(conn):
+            return
+        if target.source == "embedded":
+            for applied in migrations.migrate(conn):
+                log.info("schema.migrated", migration=f"{applied.version:04d}_{applied.name}")
+            return
+    raise ConfigError("the database schema is not up to date: run `listener migrate` first")
+
+
+async def _serve(worker: Worker, metrics_host: str, metrics_port: int) -> None:
+    server = _start_metrics(worker, metrics_host, metrics_port)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_handle_signals, worker)
+            await worker.run()
+            tg.cancel_scope.cancel()
+    finally:
+        if server is not None:
+            server.close()
+
+
+async def _handle_signals(worker: Worker) -> None:
+    """First SIGTERM/SIGINT: drain within the grace period. Second: stop now."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        count = 0
+        async for signum in signals:
+            count += 1
+            log.info("worker.signal", signal=signal.Signals(signum).name, count=count)
+            worker.request_stop(None if count == 1 else 0.0)
+
+
+def _start_metrics(worker: Worker, host: str, port: int) -> Any:
+    if port == 0:
+        return None
+    from listener import http
+
+    return http.start_http_server(host, port, worker.metrics.registry, worker.health)

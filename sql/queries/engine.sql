@@ -95,3 +95,6 @@ DELETE FROM listener.workers WHERE id = %(id)s;
 -- name: delete_stale_workers
 DELETE FROM listener.workers WHERE last_seen_at < now() - make_interval(secs => %(stale_s)s);
 
+
+-- name: probe
+SELECT 1;

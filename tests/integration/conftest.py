@@ -47,3 +47,17 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to this test's database."""
     with psycopg.connect(dsn, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def effects_conn(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """``conn`` with the test_effects ledger table created."""
+    from tests.integration.engine_support import EFFECTS_TABLE
+
+    conn.execute(EFFECTS_TABLE)
+    return conn

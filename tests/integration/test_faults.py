@@ -1,0 +1,185 @@
+"""Real faults against real worker processes; each ends with a ledger check.
+
+Ledger: every task in exactly one terminal state, none lost, and (transactional
+handlers) no effect applied twice.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import psycopg
+
+from listener import create_task, create_tasks, new_task
+from tests.integration.engine_support import (
+    WorkerProcess,
+    ledger,
+    statuses,
+    wait_until,
+    worker_processes,
+)
+
+FAST_LEASE = ("--lease-s", "1", "--rescue-interval-s", "0.3", "--poll-interval-s", "0.5")
+
+
+def _row(conn: psycopg.Connection[Any], task_id: Any) -> tuple[Any, ...]:
+    row = conn.execute(
+        "SELECT status, attempts, worker_id, error FROM tasks WHERE id = %s", (task_id,)
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_sigkilled_worker_task_is_rescued_and_runs_once_to_completion(
+    dsn: str, effects_conn: psycopg.Connection[Any]
+) -> None:
+    conn = effects_conn
+    with worker_processes(dsn, 1, *FAST_LEASE) as (first,):
+        task_id = create_task("slow_effect", {"s": 2}, conn=conn)
+        wait_until(lambda: _row(conn, task_id)[0] == "processing")
+        first.signal(signal.SIGKILL)
+        first.wait()
+    with worker_processes(dsn, 1, *FAST_LEASE):
+        wait_until(lambda: _row(conn, task_id)[0] == "completed", timeout_s=20)
+    assert _row(conn, task_id)[1] == 2  # the killed attempt counted
+    assert ledger(conn) == {
+        "statuses": {"completed": 1},
+        "tasks_with_duplicate_effects": 0,
+        "tasks_with_one_effect": 1,
+    }
+
+
+def test_frozen_worker_late_acknowledgement_changes_nothing(
+    dsn: str, effects_conn: psycopg.Connection[Any]
+) -> None:
+    conn = effects_conn
+    with worker_processes(dsn, 1, *FAST_LEASE) as (frozen,):
+        task_id = create_task("slow_effect", {"s": 1}, conn=conn)
+        wait_until(lambda: _row(conn, task_id)[0] == "processing")
+        frozen.signal(signal.SIGSTOP)
+        with worker_processes(dsn, 1, *FAST_LEASE):
+            wait_until(lambda: _row(conn, task_id)[0] == "completed", timeout_s=20)
+            winner = _row(conn, task_id)[2]
+            frozen.signal(signal.SIGCONT)
+            wait_until(lambda: b"task.lease_lost" in frozen.log(), timeout_s=10)
+    assert _row(conn, task_id)[0] == "completed"
+    assert _row(conn, task_id)[2] == winner
+    assert ledger(conn)["tasks_with_one_effect"] == 1
+    assert ledger(conn)["tasks_with_duplicate_effects"] == 0
+
+
+def test_heartbeat_keeps_a_task_three_times_longer_than_its_lease(
+    dsn: str, effects_conn: psycopg.Connection[Any]
+) -> None:
+    conn = effects_conn
+    with worker_processes(dsn, 2, *FAST_LEASE):
+        task_id = create_task("slow_effect", {"s": 3}, conn=conn)
+        wait_until(lambda: _row(conn, task_id)[0] == "completed", timeout_s=20)
+    assert _row(conn, task_id)[1] == 1  # never rescued: one attempt
+    assert ledger(conn)["tasks_with_one_effect"] == 1
+
+
+def test_sigterm_finishes_quick_tasks_releases_slow_ones_and_exits_zero(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with worker_processes(dsn, 1, "--grace-s", "1.5") as (worker,):
+        quick = [create_task("sleep", {"s": 0.3}, conn=conn) for _ in range(2)]
+        slow = [create_task("sleep", {"s": 60}, conn=conn) for _ in range(2)]
+        wait_until(lambda: statuses(conn).get("processing") == 4)
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    for task_id in quick:
+        assert _row(conn, task_id)[0] == "completed"
+    for task_id in slow:
+        assert _row(conn, task_id)[:3] == ("pending", 0, None)
+    assert "processing" not in statuses(conn)
+
+
+def test_second_sigterm_releases_running_tasks_at_once(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with worker_processes(dsn, 1, "--grace-s", "60") as (worker,):
+        task_id = create_task("sleep", {"s": 60}, conn=conn)
+        wait_until(lambda: _row(conn, task_id)[0] == "processing")
+        worker.signal(signal.SIGTERM)
+        wait_until(lambda: b"worker.stopping" in worker.log())
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+    assert _row(conn, task_id)[:3] == ("pending", 0, None)
+
+
+def test_killed_listener_backend_reconnects_and_processes_what_arrived(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with worker_processes(dsn, 1, "--poll-interval-s", "30") as (worker,):
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'listener:listen' AND datname = current_database()"
+        ).fetchall()
+        assert killed == [(True,)]
+        ids = [create_task("noop", {}, conn=conn) for _ in range(5)]
+        wait_until(lambda: statuses(conn) == {"completed": 5}, timeout_s=15)
+        assert b"listener.reconnecting" in worker.log()
+    assert {_row(conn, i)[0] for i in ids} == {"completed"}
+
+
+def test_lost_notifications_are_covered_by_the_fallback_poll(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_notify_inserted")
+    with worker_processes(dsn, 1, "--poll-interval-s", "0.5"):
+        task_id = create_task("noop", {}, conn=conn)
+        wait_until(lambda: _row(conn, task_id)[0] == "completed", timeout_s=3)
+
+
+def test_four_workers_and_concurrent_producers_complete_each_task_exactly_once(
+    dsn: str, effects_conn: psycopg.Connection[Any]
+) -> None:
+    conn = effects_conn
+    per_producer, producers = 5000, 4
+
+    def produce() -> None:
+        with psycopg.connect(dsn, autocommit=True) as own:
+            for _ in range(0, per_producer, 250):
+                create_tasks([new_task("effect") for _i in range(250)], conn=own)
+
+    with worker_processes(dsn, 4, "--concurrency", "20", "--log-level", "warning"):
+        threads = [threading.Thread(target=produce) for _ in range(producers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        total = per_producer * producers
+        wait_until(lambda: statuses(conn) == {"completed": total}, timeout_s=120)
+    assert ledger(conn) == {
+        "statuses": {"completed": total},
+        "tasks_with_duplicate_effects": 0,
+        "tasks_with_one_effect": total,
+    }
+
+
+def test_crash_looping_poison_task_fails_after_max_attempts_while_others_complete(
+    dsn: str, effects_conn: psycopg.Connection[Any]
+) -> None:
+    conn = effects_conn
+    poison = create_task("kill_self", {}, conn=conn)
+    good = [create_task("effect", {}, conn=conn) for _ in range(20)]
+    workers: list[WorkerProcess] = []
+
+    def poison_done() -> bool:
+        if not workers or workers[-1].proc.poll() is not None:
+            workers.append(WorkerProcess(dsn, "--concurrency", "1", *FAST_LEASE))
+        return bool(_row(conn, poison)[0] == "failed")
+
+    try:
+        wait_until(poison_done, timeout_s=60, interval_s=0.2)
+        wait_until(lambda: statuses(conn).get("completed") == len(good), timeout_s=30)
+    finally:
+        for w in workers:
+            w.stop()
+    status, attempts, _, error = _row(conn, poison)
+    assert (status, attempts) == ("failed", 3)
+    assert "WorkerLost" in error
+    assert ledger(conn)["tasks_with_one_effect"] == len(good)
