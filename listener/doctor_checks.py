@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from listener import config
+from listener.notifier import LISTEN_APPLICATION_NAME
 from listener.sqlfiles import query
 
 
@@ -65,7 +65,7 @@ def notify_queue(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
 
 
 def idle_listeners(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
-    params = {"idle_s": limits.idle_listener_s, "application_name": config.APPLICATION_NAME}
+    params = {"idle_s": limits.idle_listener_s, "application_name": LISTEN_APPLICATION_NAME}
     rows = conn.execute(query("doctor_idle_listeners"), params).fetchall()
     if not rows:
         return Finding(Level.OK, "no listening session idle in a transaction")

@@ -17,7 +17,8 @@ SELECT pg_notification_queue_usage();
 -- name: doctor_idle_listeners
 -- Sessions idle in a transaction that look like listeners. pg_listening_channels()
 -- only answers for the calling session, so another session's LISTEN is inferred:
--- its last statement was LISTEN, or it is one of ours (application_name).
+-- its last statement was LISTEN, or it is the worker's listening connection
+-- (application_name 'listener:listen').
 SELECT pid, application_name, extract(epoch FROM now() - state_change) AS idle_s
 FROM pg_stat_activity
 WHERE datname = current_database()

@@ -12,6 +12,7 @@ import pytest
 
 from listener import doctor
 from listener.doctor import Finding, Level, Thresholds
+from listener.notifier import LISTEN_APPLICATION_NAME
 
 
 def find(findings: list[Finding], title_part: str) -> Finding:
@@ -32,9 +33,10 @@ def poll(dsn: str, title_part: str, done: Callable[[Finding], bool], **limits: A
 
 @pytest.fixture
 def idle_listener(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    """A worker-like session (application_name listener) that LISTENs, then sits in a
-    transaction without reading its notifications."""
-    with psycopg.connect(dsn, autocommit=True, application_name="listener") as session:
+    """A session named like the worker's listening connection that LISTENs, then sits
+    in a transaction without reading its notifications."""
+    name = LISTEN_APPLICATION_NAME
+    with psycopg.connect(dsn, autocommit=True, application_name=name) as session:
         session.execute("LISTEN listener_tasks")
         session.execute("BEGIN")
         session.execute("SELECT 1")
@@ -46,7 +48,7 @@ def test_listener_idle_in_a_transaction_fails_naming_its_pid(
 ) -> None:
     finding = poll(dsn, "idle in a transaction", lambda f: f.level is Level.FAIL, idle_listener_s=0)
     assert finding.level is Level.FAIL
-    assert f"pid {idle_listener.info.backend_pid} (listener, " in finding.title
+    assert f"pid {idle_listener.info.backend_pid} ({LISTEN_APPLICATION_NAME}, " in finding.title
     assert "pg_terminate_backend" in finding.fix
 
 
