@@ -115,7 +115,8 @@ def handler(
                 f"handler for {task_type!r}: transactional handlers must be async functions"
             )
         spec = HandlerSpec(task_type, func, is_async, transactional, options)
-        (registry or default_registry).register(spec)
+        # `is None`, not `or`: an empty Registry is falsy (it has __len__).
+        (default_registry if registry is None else registry).register(spec)
         return func
 
     return decorate
