@@ -1,9 +1,10 @@
-"""Every `$ listener ...` line in the README's Operations and Troubleshooting
+"""Every `$ listener ...` line in the README's Demo, Operations and Troubleshooting
 sections and in docs/troubleshooting.md runs, in order, against a real database;
 where the docs show the output in full, the output must match."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -46,9 +47,29 @@ def documented() -> list[tuple[str, list[str]]]:
     ]
 
 
+def demo_examples() -> list[tuple[str, list[str]]]:
+    return examples(section((ROOT / "README.md").read_text(encoding="utf-8"), "Demo"))
+
+
 def test_the_docs_show_admin_and_doctor_commands() -> None:
     commands = {shlex.split(c)[1] for c, _ in documented()}
     assert commands == {"tasks", "retry", "cancel", "prune", "doctor"}
+    assert {shlex.split(c)[1] for c, _ in demo_examples()} == {"demo"}
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("TEST_DATABASE_URL")),
+    reason="the README's demos take ~15 s: they run once, in the CI run without TEST_DATABASE_URL",
+)
+def test_every_demo_command_in_the_readme_runs_to_the_end(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its own database: the demo's churn leaves dead rows that doctor rightly reports.
+    for command, _ in demo_examples():
+        code = cli.main([*shlex.split(command)[1:], "--dsn", dsn])
+        out, err = capsys.readouterr()
+        assert (code, err) == (0, ""), command
+        assert "\ndone: " in out
 
 
 def test_every_documented_command_runs_and_prints_what_the_docs_show(
