@@ -1,16 +1,21 @@
-"""Acknowledgements: complete (batched), retry, fail, release — retried, shielded.
+"""Acknowledgements: complete (group-committed), retry, fail, release.
 
-Completions are group-committed: whatever finished while the previous batch was
-in flight goes out in the next single UPDATE, so an idle worker acks at once and
-a busy one makes one round trip for many tasks. Each ack runs in a shielded
-scope with a deadline; connection errors are retried with tenacity; cancellation
-is never retried. A task whose ack is lost is rescued after its lease expires.
+Completions don't hold a slot: a finished task's id is queued and the completer
+writes whatever is queued in one UPDATE, then the next batch — an idle worker
+acks at once, a busy one makes one round trip for many tasks. Until its batch
+commits the task stays ``processing`` under a lease the heartbeat keeps renewing,
+so a crash in between means the task is rescued and run again (at-least-once).
+
+Every ack runs in a shielded scope with a deadline; connection errors are
+retried with tenacity; cancellation is never retried.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -20,52 +25,92 @@ import tenacity
 from psycopg_pool import AsyncConnectionPool
 
 from listener.logs import get_logger
+from listener.metrics import Metrics
 from listener.store import engine as store
 
 log = get_logger("listener.acks")
 T = TypeVar("T")
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A task whose handler returned, waiting for its completion to commit."""
+
+    task_id: uuid.UUID
+    type: str
+    attempt: int
+    duration_s: float
+
+
+def _fields(item: Finished) -> dict[str, Any]:
+    return {
+        "task_id": str(item.task_id), "type": item.type, "attempt": item.attempt,
+        "duration_s": round(item.duration_s, 6),
+    }  # fmt: skip
 
 
 class Acks:
     """Writes task outcomes, guarded by owner, with retries on connection errors."""
 
-    def __init__(self, pool: Pool, worker_id: str, *, deadline_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        worker_id: str,
+        metrics: Metrics,
+        *,
+        deadline_s: float = 30.0,
+    ) -> None:
         self.pool = pool
         self.worker_id = worker_id
+        self.metrics = metrics
         self.deadline_s = deadline_s
-        self._pending: dict[uuid.UUID, anyio.Event] = {}
-        self._results: dict[uuid.UUID, bool] = {}
+        self._queued: dict[uuid.UUID, Finished] = {}
+        self._flushing: dict[uuid.UUID, Finished] = {}
         self._wake = anyio.Event()
+        self._drained = anyio.Event()
+        self._drained.set()
+
+    def complete_later(self, finished: Finished) -> None:
+        """Queue a completion; the completer commits it with the next batch."""
+        self._queued[finished.task_id] = finished
+        self._drained = anyio.Event() if self._drained.is_set() else self._drained
+        self._wake.set()
+
+    def unflushed(self) -> list[uuid.UUID]:
+        """Ids whose completion has not committed yet (their leases must be kept)."""
+        return [*self._queued, *self._flushing]
+
+    async def flush(self) -> None:
+        """Wait until every queued completion has been written (or given up)."""
+        await self._drained.wait()
 
     async def run_completer(self) -> None:
-        """Flush completions as they come, one statement per batch, until cancelled."""
+        """Write queued completions, one statement per batch, until cancelled."""
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            while self._pending:
-                batch = dict(self._pending)
-                self._pending.clear()
-                done = await self._complete_batch(list(batch))
-                for task_id, event in batch.items():
-                    self._results[task_id] = done is not None and task_id in done
-                    event.set()
+            while self._queued:
+                self._flushing, self._queued = self._queued, {}
+                done = await self._complete_batch(list(self._flushing))
+                self._report(self._flushing, done)
+                self._flushing = {}
+            self._drained.set()
+
+    def _report(self, batch: dict[uuid.UUID, Finished], done: set[uuid.UUID] | None) -> None:
+        log_completions = log.is_enabled_for(logging.INFO)
+        for task_id, item in batch.items():
+            if done is not None and task_id in done:
+                self.metrics.finished(item.type, "completed", item.duration_s)
+                if log_completions:
+                    log.info("task.completed", **_fields(item))
+            else:
+                log.warning("task.ack_ignored", outcome="completed", **_fields(item))
 
     async def _complete_batch(self, ids: list[uuid.UUID]) -> set[uuid.UUID] | None:
         async def call(conn: psycopg.AsyncConnection[Any]) -> set[uuid.UUID]:
             return await store.complete(conn, ids, self.worker_id)
 
         return await self._with_retry("complete", call)
-
-    async def complete(self, task_id: uuid.UUID) -> bool:
-        """Queue a completion and wait for its batch; False if we no longer own the task."""
-        event = anyio.Event()
-        self._pending[task_id] = event
-        self._wake.set()
-        with anyio.CancelScope(shield=True):
-            await event.wait()
-        return self._results.pop(task_id)
 
     async def retry(
         self, task_id: uuid.UUID, delay_s: float, error: str, *, counted: bool
@@ -78,16 +123,19 @@ class Acks:
         return await self._with_retry("retry", call)
 
     async def fail(self, task_id: uuid.UUID, error: str) -> bool:
-        result = await self._with_retry(
-            "fail", lambda c: store.fail(c, task_id, self.worker_id, error)
-        )
-        return bool(result)
+        async def call(conn: psycopg.AsyncConnection[Any]) -> bool:
+            return await store.fail(conn, task_id, self.worker_id, error)
+
+        return bool(await self._with_retry("fail", call))
 
     async def release(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         if not ids:
             return set()
-        result = await self._with_retry("release", lambda c: store.release(c, ids, self.worker_id))
-        return result or set()
+
+        async def call(conn: psycopg.AsyncConnection[Any]) -> set[uuid.UUID]:
+            return await store.release(conn, ids, self.worker_id)
+
+        return await self._with_retry("release", call) or set()
 
     async def _with_retry(
         self, what: str, call: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]

@@ -1,12 +1,13 @@
-"""Claim into free slots whenever woken, and start an executor for each claimed task.
+"""Claim into free slots whenever woken, and feed claimed tasks to long-lived slots.
 
-Woken by NOTIFY, by a freed slot (when the last claim filled every slot), by the
+Woken by NOTIFY, by freed slots (when the last claim filled every slot), by the
 timer for the next scheduled run_at, and by a jittered fallback poll. Each wake
-claims in batches until the claim comes back short or the slots are full.
+claims in batches until a claim comes back short or the slots are full.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from datetime import datetime
@@ -14,7 +15,7 @@ from typing import Any
 
 import anyio
 import psycopg
-from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from psycopg_pool import AsyncConnectionPool
 
 from listener.executor import Executor, task_from_row
@@ -29,7 +30,7 @@ log = get_logger("listener.dispatcher")
 
 
 class Dispatcher:
-    """Owns the worker's slots and the tasks running in them."""
+    """Owns the worker's slots and the tasks claimed into them."""
 
     def __init__(
         self,
@@ -58,10 +59,12 @@ class Dispatcher:
         self.poll_interval_s = poll_interval_s
         self.default_max_attempts = default_max_attempts
         self.wakeup = Wakeup()
-        self.running: dict[uuid.UUID, anyio.CancelScope] = {}
-        self.running_types: dict[uuid.UUID, str] = {}
+        # Claimed and not yet finished (id -> type); what shutdown releases.
+        self.running: dict[uuid.UUID, str] = {}
         self.stopping = False
         self._idle = anyio.Event()
+        self._idle.set()
+        self._slots_scope: anyio.CancelScope | None = None
         self._more_waiting = False
         # With a backlog, refill slots in batches, not one claim per finished task.
         self._refill_at = max(1, min(claim_batch, concurrency) // 2)
@@ -72,18 +75,30 @@ class Dispatcher:
     def free_slots(self) -> int:
         return self.concurrency - len(self.running)
 
-    async def run(self, tasks: TaskGroup) -> None:
-        """Claim and start tasks until ``stopping`` is set."""
-        while not self.stopping:
-            await self.wakeup.wait(await self._sleep_s())
-            if self.stopping:
-                return
-            try:
-                await self._claim_until_empty(tasks)
-            except psycopg.OperationalError as exc:
-                log.warning("dispatcher.claim_failed", error=str(exc).strip().splitlines()[0])
-                await anyio.sleep(random.uniform(0.1, 0.5))
-                self.wakeup.kick()  # try again soon: the notifier may not have noticed
+    async def run(self) -> None:
+        """Claim and run tasks until ``stopping``; returns when every slot has exited."""
+        send: MemoryObjectSendStream[Task]
+        receive: MemoryObjectReceiveStream[Task]
+        send, receive = anyio.create_memory_object_stream[Task](math.inf)
+        async with anyio.create_task_group() as slots:
+            self._slots_scope = slots.cancel_scope
+            with receive:
+                for _ in range(self.concurrency):
+                    slots.start_soon(self._slot, receive.clone())
+            with send:
+                await self._claim_loop(send)
+            # The stream is closed: each slot exits after the task it is running.
+
+    def cancel_running(self) -> None:
+        """Interrupt every running handler (the grace period is over)."""
+        if self._slots_scope is not None:
+            self._slots_scope.cancel()
+
+    async def wait_until_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait until no claimed task is unfinished (True), or the timeout passes."""
+        with anyio.move_on_after(timeout_s):
+            await self._idle.wait()
+        return not self.running
 
     def schedule_wakeup(self, run_at: datetime) -> None:
         """Make sure the dispatcher is awake when ``run_at`` comes."""
@@ -91,7 +106,19 @@ class Dispatcher:
             self._next_run_at = run_at
             self.wakeup.kick()  # re-arm the timer with the earlier time
 
-    async def _sleep_s(self) -> float:
+    async def _claim_loop(self, send: MemoryObjectSendStream[Task]) -> None:
+        while not self.stopping:
+            await self.wakeup.wait(self._sleep_s())
+            if self.stopping:
+                return
+            try:
+                await self._claim_until_empty(send)
+            except psycopg.OperationalError as exc:
+                log.warning("dispatcher.claim_failed", error=str(exc).strip().splitlines()[0])
+                await anyio.sleep(random.uniform(0.1, 0.5))
+                self.wakeup.kick()  # try again soon: the notifier may not have noticed
+
+    def _sleep_s(self) -> float:
         """The fallback poll (jittered), or sooner when a scheduled task falls due."""
         sleep_s = self.poll_interval_s * random.uniform(0.8, 1.2)
         if self._next_run_at is not None:
@@ -99,56 +126,61 @@ class Dispatcher:
             sleep_s = min(sleep_s, max(until_due, 0.0) + 0.005)
         return sleep_s
 
-    async def _claim_until_empty(self, tasks: TaskGroup) -> None:
+    async def _claim_until_empty(self, send: MemoryObjectSendStream[Task]) -> None:
         while not self.stopping and self.free_slots > 0:
             want = min(self.free_slots, self.claim_batch)
             async with self.pool.connection() as conn:
                 rows = await store.claim(conn, self.worker_id, want, self.types, self.lease_s)
+                for row in rows:  # slots start on these at our next await
+                    send.send_nowait(self._claimed(row))
+                self._more_waiting = len(rows) == want
                 if len(rows) < want:
+                    # The queue is drained: arm the timer for the next scheduled task.
                     self._next_run_at = await store.next_run_at(conn, self.types)
-            for row in rows:
-                self._start(tasks, row)
-            self._more_waiting = len(rows) == want
-            if len(rows) < want:
-                return
+                    return
 
-    def _start(self, tasks: TaskGroup, row: tuple[Any, ...]) -> None:
+    def _claimed(self, row: tuple[Any, ...]) -> Task:
         spec = self.registry.get(row[1])
         default_max = (spec.options.max_attempts if spec else None) or self.default_max_attempts
         task, pickup_delay_s = task_from_row(row, default_max)
         self.metrics.claimed(task.type, pickup_delay_s)
-        scope = anyio.CancelScope()
         if not self.running:
             self._idle = anyio.Event()
-        self.running[task.id] = scope
-        self.running_types[task.id] = task.type
+        self.running[task.id] = task.type
         self.metrics.in_flight.inc()
-        tasks.start_soon(self._run_one, task, scope, name=f"task {task.id}")
+        return task
 
-    async def _run_one(self, task: Task, scope: anyio.CancelScope) -> None:
-        try:
-            with scope:
-                spec = self.registry.get(task.type)
-                if spec is None:  # only if the registry changed under us
-                    await self.executor.acks.release([task.id])
+    async def _slot(self, receive: MemoryObjectReceiveStream[Task]) -> None:
+        with receive:
+            while True:
+                try:
+                    # Take what is buffered without a checkpoint per task; await
+                    # (and so yield to the loop) only when the buffer is empty.
+                    task = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        task = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
                     return
-                await self.executor.execute(spec, task)
-        finally:
-            del self.running[task.id]
-            del self.running_types[task.id]
-            if not self.running:
-                self._idle.set()
-            self.metrics.in_flight.dec()
-            if self._more_waiting and self.free_slots >= self._refill_at and not self.stopping:
-                self.wakeup.kick()
+                if self.stopping:
+                    continue  # not started: shutdown releases it
+                spec = self.registry.get(task.type)
+                try:
+                    if spec is not None:
+                        await self.executor.execute(spec, task)
+                except Exception:
+                    # An engine bug, not a handler error: the lease expires and the
+                    # task is rescued; this slot keeps serving.
+                    log.exception("task.engine_error", task_id=str(task.id))
+                self._finished(task.id)
 
-    async def wait_until_idle(self, timeout_s: float | None = None) -> bool:
-        """Wait until no task runs (True), or the timeout passes (False)."""
+    def _finished(self, task_id: uuid.UUID) -> None:
+        """The handler is done (its outcome written or queued); free the slot."""
+        del self.running[task_id]
+        self.metrics.in_flight.dec()
         if not self.running:
-            return True
-        with anyio.move_on_after(timeout_s):
-            await self._idle.wait()
-        return not self.running
-
-    def in_flight(self) -> list[uuid.UUID]:
-        return list(self.running)
+            self._idle.set()
+        if self._more_waiting and self.free_slots >= self._refill_at and not self.stopping:
+            self.wakeup.kick()

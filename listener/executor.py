@@ -14,7 +14,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from listener import policy
-from listener.acks import Acks
+from listener.acks import Acks, Finished
 from listener.logs import get_logger
 from listener.metrics import Metrics
 from listener.models import Task
@@ -67,9 +67,16 @@ class Executor:
 
     async def execute(self, spec: HandlerSpec, task: Task) -> None:
         """Run the handler and write its outcome. Cancellation (shutdown) propagates."""
+        # Handlers' own log lines carry the task; the UUID is rendered only if logged.
         structlog.contextvars.bind_contextvars(
-            task_id=str(task.id), type=task.type, attempt=task.attempt
+            task_id=task.id, type=task.type, attempt=task.attempt
         )
+        if task.attempt > task.max_attempts:  # e.g. max_attempts lowered since it was queued
+            exhausted = f"AttemptsExhausted: attempt {task.attempt} of {task.max_attempts}"
+            if await self.acks.fail(task.id, exhausted):
+                self.metrics.finished(task.type, "failed")
+                log.warning("task.failed", error=exhausted)
+            return
         started = time.perf_counter()
         error = await self._call(spec, task)
         duration_s = time.perf_counter() - started
@@ -114,19 +121,19 @@ class Executor:
     async def _acknowledge(
         self, task: Task, decision: policy.Outcome, duration_s: float, already_completed: bool
     ) -> None:
+        if decision.action == "complete" and not already_completed:
+            self.acks.complete_later(Finished(task.id, task.type, task.attempt, duration_s))
+            return  # the completer counts and logs it once its batch commits
         fields: dict[str, Any] = {"duration_s": round(duration_s, 6)}
         if decision.action == "complete":
-            ok = already_completed or await self.acks.complete(task.id)
-            outcome, event = "completed", "task.completed"
+            ok, outcome, event = True, "completed", "task.completed"
         elif decision.action == "retry":
-            error = decision.error or ""
             run_at = await self.acks.retry(
-                task.id, decision.delay_s, error, counted=decision.counted
+                task.id, decision.delay_s, decision.error or "", counted=decision.counted
             )
-            ok = run_at is not None
+            ok, outcome, event = run_at is not None, "retried", "task.retry_scheduled"
             if run_at is not None and self.on_scheduled is not None:
                 self.on_scheduled(run_at)
-            outcome, event = "retried", "task.retry_scheduled"
             fields.update(retry_in_s=round(decision.delay_s, 3), error=decision.error)
         else:
             ok = await self.acks.fail(task.id, decision.error or "")

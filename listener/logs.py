@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import uuid
 from typing import Literal, TextIO
 
 import structlog
@@ -33,6 +34,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _stringify_uuids,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -40,6 +42,16 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+
+
+def _stringify_uuids(
+    logger: object, method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Ids are bound as UUID objects (cheap); render them as plain strings."""
+    for key, value in event_dict.items():
+        if isinstance(value, uuid.UUID):
+            event_dict[key] = str(value)
+    return event_dict
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

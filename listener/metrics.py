@@ -66,12 +66,29 @@ class Metrics:
             ["version", "python", "psycopg"], registry=registry,
         )  # fmt: skip
         self.build_info.labels(__version__, platform.python_version(), psycopg.__version__).set(1)
+        self._claimed_children: dict[str, tuple[Counter, Histogram]] = {}
+        self._finished_children: dict[tuple[str, str], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
 
+    # labels() costs more than the increment itself: keep each child once.
     def claimed(self, task_type: str, pickup_delay_s: float) -> None:
-        self.tasks_claimed.labels(task_type).inc()
-        self.pickup_delay.labels(task_type).observe(max(pickup_delay_s, 0.0))
+        children = self._claimed_children.get(task_type)
+        if children is None:
+            children = (
+                self.tasks_claimed.labels(task_type), self.pickup_delay.labels(task_type)
+            )  # fmt: skip
+            self._claimed_children[task_type] = children
+        children[0].inc()
+        children[1].observe(max(pickup_delay_s, 0.0))
 
     def finished(self, task_type: str, outcome: str, duration_s: float | None = None) -> None:
-        self.tasks_finished.labels(task_type, outcome).inc()
+        key = (task_type, outcome)
+        counter = self._finished_children.get(key)
+        if counter is None:
+            counter = self._finished_children[key] = self.tasks_finished.labels(*key)
+        counter.inc()
         if duration_s is not None:
-            self.task_duration.labels(task_type).observe(duration_s)
+            duration = self._duration_children.get(task_type)
+            if duration is None:
+                duration = self._duration_children[task_type] = self.task_duration.labels(task_type)
+            duration.observe(duration_s)

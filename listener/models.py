@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,5 +39,3 @@ class Task:
     dedupe_key: str | None = None
     lease_expires_at: datetime | None = None
     worker_id: str | None = None
-    # Set by the engine for handlers that write in the completing transaction.
-    extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -132,7 +132,7 @@ class Worker:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
         async with _open_pool(s) as pool:
-            acks = Acks(pool, s.worker_id, deadline_s=s.ack_deadline_s)
+            acks = Acks(pool, s.worker_id, self.metrics, deadline_s=s.ack_deadline_s)
             executor = Executor(
                 acks, pool, self.metrics,
                 ExecutionSettings(
@@ -150,16 +150,18 @@ class Worker:
                     await services.start(notifier.run)
                     services.start_soon(self._mirror_listening, notifier)
                 await self._register(pool)
-                services.start_soon(self._housekeeping, pool, dispatcher)
+                services.start_soon(self._housekeeping, pool, dispatcher, acks)
                 log.info(
                     "worker.started", worker_id=s.worker_id, types=self.types,
                     concurrency=s.concurrency, listen=s.listen,
                 )  # fmt: skip
                 task_status.started()
                 dispatcher.wakeup.kick()
-                async with anyio.create_task_group() as running:
-                    running.start_soon(self._stop_when_requested, dispatcher, acks, running)
-                    await dispatcher.run(running)
+                async with anyio.create_task_group() as draining:
+                    draining.start_soon(self._drain_when_asked, dispatcher)
+                    await dispatcher.run()
+                    draining.cancel_scope.cancel()
+                await self._release_unfinished(dispatcher, acks)
                 await self._unregister(pool)
                 services.cancel_scope.cancel()
         log.info("worker.stopped", worker_id=s.worker_id)
@@ -173,8 +175,8 @@ class Worker:
             poll_interval_s=s.poll_interval_s, default_max_attempts=s.default_max_attempts,
         )  # fmt: skip
 
-    async def _stop_when_requested(self, dispatcher: Dispatcher, acks: Acks, running: Any) -> None:
-        """Drain: stop claiming, wait up to the grace period, release what is left."""
+    async def _drain_when_asked(self, dispatcher: Dispatcher) -> None:
+        """On stop: claim no more, give running tasks the grace period, then interrupt."""
         await self._stop_requested.wait()
         dispatcher.stopping = True
         dispatcher.wakeup.kick()
@@ -188,12 +190,15 @@ class Worker:
             if self._grace_changed.is_set():
                 self._grace_changed = anyio.Event()
                 deadline = min(deadline, anyio.current_time() + self._grace_s)
-        leftover = dict(dispatcher.running_types)
-        for scope in dispatcher.running.values():
-            scope.cancel()
-        await dispatcher.wait_until_idle()
+        dispatcher.cancel_running()
+
+    async def _release_unfinished(self, dispatcher: Dispatcher, acks: Acks) -> None:
+        """Write queued completions, then put back what never finished (attempt not counted)."""
+        await acks.flush()
+        leftover = dict(dispatcher.running)
         released = await acks.release(list(leftover))
         for task_id, task_type in leftover.items():
+            self.metrics.in_flight.dec()
             if task_id in released:
                 self.metrics.finished(task_type, "released")
                 log.info("task.released", task_id=str(task_id), type=task_type)
@@ -208,9 +213,13 @@ class Worker:
             self.health.listening = notifier.listening
             await anyio.sleep(0.2)
 
-    async def _housekeeping(self, pool: AsyncConnectionPool[Any], dispatcher: Dispatcher) -> None:
+    async def _housekeeping(
+        self, pool: AsyncConnectionPool[Any], dispatcher: Dispatcher, acks: Acks
+    ) -> None:
         s = self.settings
-        heartbeat = Heartbeat(pool, s.worker_id, s.lease_s, dispatcher.in_flight)
+        heartbeat = Heartbeat(
+            pool, s.worker_id, s.lease_s, lambda: [*dispatcher.running, *acks.unflushed()]
+        )
         rescuer = Rescuer(
             pool, self.metrics, self._max_attempts_by_type(), s.default_max_attempts,
             s.rescue_interval_s, dispatcher.wakeup.kick,

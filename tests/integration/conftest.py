@@ -50,11 +50,6 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def effects_conn(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     """``conn`` with the test_effects ledger table created."""
     from tests.integration.engine_support import EFFECTS_TABLE
