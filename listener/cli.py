@@ -108,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except (DatabaseUnavailableError, ConfigError, InvalidTaskError) as exc:
         return _fail(str(exc))
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+        return _fail(f"database error: {_first_line(exc)}: run `listener migrate` first")
     except psycopg.Error as exc:
         return _fail(f"database error: {_first_line(exc)}")
     except KeyboardInterrupt:

@@ -56,13 +56,26 @@ def describe_target(dsn: str) -> str:
     return host if host.startswith("/") else f"{host}:{port}"
 
 
+def connection_failure_reason(message: str) -> str:
+    """libpq's reason for a failed connection, without its preamble and hints.
+
+    'connection failed: connection to server at "h", port 1 failed: Connection
+    refused\n\tIs the server running ...' -> 'connection refused'.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    failed = [line for line in lines if " failed: " in line]
+    reason = (failed[-1] if failed else lines[0]) if lines else ""
+    if " failed: " in reason:
+        reason = reason.rsplit(" failed: ", 1)[-1]
+    reason = reason.removeprefix("FATAL:").strip()
+    if reason[:1].isupper() and reason[1:2].islower():
+        reason = reason[0].lower() + reason[1:]
+    return reason or "unknown error"
+
+
 def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
     """A one-line error for a failed connection: where, and libpq's reason."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    reason = lines[-1] if lines else type(exc).__name__
-    if ":" in reason and reason.lower().startswith("connection to server"):
-        reason = reason.split(":", 2)[-1].strip()
-    reason = reason.removeprefix("FATAL:").strip()
+    reason = connection_failure_reason(str(exc))
     where = describe_target(dsn)
     return DatabaseUnavailableError(f"cannot connect to postgres at {where}: {reason}")
 

@@ -6,20 +6,16 @@ producer; this module adds validation with clear errors and connection reuse.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from listener import config, db
+from listener import pools
 from listener.config import MAX_PAYLOAD_BYTES
 from listener.errors import InvalidTaskError
 from listener.registry import validate_task_type
@@ -92,7 +88,7 @@ def create_task(
     )
     if conn is not None:
         return store.insert_task(conn, task)
-    with _sync_pool().connection() as pooled:
+    with pools.connection() as pooled:
         return store.insert_task(pooled, task)
 
 
@@ -117,8 +113,7 @@ async def create_task_async(
     )
     if conn is not None:
         return await store.ainsert_task(conn, task)
-    pool = await _async_pool()
-    async with pool.connection() as pooled:
+    async with pools.aconnection() as pooled:
         return await store.ainsert_task(pooled, task)
 
 
@@ -126,10 +121,10 @@ def create_tasks(
     tasks: Iterable[NewTask], *, conn: psycopg.Connection[Any] | None = None
 ) -> list[uuid.UUID]:
     """Enqueue many tasks (built with ``new_task``) in one statement; ids in input order."""
-    batch = list(tasks)
+    batch = _checked_batch(tasks)
     if conn is not None:
         return store.insert_tasks(conn, batch)
-    with _sync_pool().connection() as pooled:
+    with pools.connection() as pooled:
         return store.insert_tasks(pooled, batch)
 
 
@@ -137,15 +132,24 @@ async def create_tasks_async(
     tasks: Iterable[NewTask], *, conn: psycopg.AsyncConnection[Any] | None = None
 ) -> list[uuid.UUID]:
     """Async ``create_tasks``."""
-    batch = list(tasks)
+    batch = _checked_batch(tasks)
     if conn is not None:
         return await store.ainsert_tasks(conn, batch)
-    pool = await _async_pool()
-    async with pool.connection() as pooled:
+    async with pools.aconnection() as pooled:
         return await store.ainsert_tasks(pooled, batch)
 
 
 # -- validation ---------------------------------------------------------------
+
+
+def _checked_batch(tasks: Iterable[NewTask]) -> list[NewTask]:
+    batch = list(tasks)
+    for position, task in enumerate(batch):
+        if not isinstance(task, NewTask):
+            raise InvalidTaskError(
+                f"task {position} is a {type(task).__name__}: build each task with new_task(...)"
+            )
+    return batch
 
 
 def _payload_json(payload: Mapping[str, Any] | None) -> str:
@@ -199,73 +203,19 @@ def _dedupe_key(key: object) -> str | None:
     return key
 
 
-# -- pooled connections for callers without their own ---------------------------
-
-_lock = threading.Lock()
-_sync_pools: dict[str, ConnectionPool[Any]] = {}
-_async_pools: dict[tuple[str, int], AsyncConnectionPool[Any]] = {}
-_embedded_dsn: dict[str, str] = {}
-
-
-def _default_dsn() -> str:
-    """``DATABASE_URL``, else the embedded server (started and announced once)."""
-    target = config.explicit_dsn()
-    if target is not None:
-        return target.dsn
-    with _lock:
-        if "embedded" not in _embedded_dsn:
-            _embedded_dsn["embedded"] = db.resolve_dsn().dsn
-        return _embedded_dsn["embedded"]
-
-
-def _sync_pool() -> ConnectionPool[Any]:
-    dsn = _default_dsn()
-    with _lock:
-        pool = _sync_pools.get(dsn)
-        if pool is None:
-            pool = ConnectionPool(
-                dsn,
-                min_size=1,
-                max_size=4,
-                kwargs=db.connect_kwargs(),
-                open=True,
-                name="listener-producer",
-            )
-            _sync_pools[dsn] = pool
-        return pool
-
-
-async def _async_pool() -> AsyncConnectionPool[Any]:
-    dsn = await anyio.to_thread.run_sync(_default_dsn)
-    # An async pool belongs to the event loop that opened it.
-    key = (dsn, id(asyncio.get_running_loop()))
-    pool = _async_pools.get(key)
-    if pool is None:
-        pool = AsyncConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=4,
-            kwargs=db.connect_kwargs(),
-            open=False,
-            name="listener-producer-async",
-        )
-        await pool.open()
-        _async_pools[key] = pool
-    return pool
-
-
 def close_pools() -> None:
     """Close the producer's pooled connections (tests, and apps that fork)."""
-    with _lock:
-        pools = list(_sync_pools.values())
-        _sync_pools.clear()
-    for pool in pools:
-        pool.close()
-    _async_pools.clear()
+    pools.close()
+
+
+async def aclose_pools() -> None:
+    """Close the async producer pools of the running event loop."""
+    await pools.aclose()
 
 
 __all__ = [
     "NewTask",
+    "aclose_pools",
     "close_pools",
     "create_task",
     "create_task_async",

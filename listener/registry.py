@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 from listener.errors import ConfigError
 from listener.models import Task
 
-TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+# Matched with fullmatch: a "$" anchor would accept a trailing newline, which the
+# database constraint rejects.
+TYPE_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 MAX_TYPE_LENGTH = 128
 
 HandlerFunc = Callable[..., Any] | Callable[..., Awaitable[Any]]
@@ -78,7 +80,7 @@ def validate_task_type(task_type: object) -> str:
         raise ValueError("task type must not be empty")
     if len(task_type) > MAX_TYPE_LENGTH:
         raise ValueError(f"task type is longer than {MAX_TYPE_LENGTH} characters")
-    if not TYPE_PATTERN.match(task_type):
+    if not TYPE_PATTERN.fullmatch(task_type):
         raise ValueError(
             f"task type {task_type!r} has characters outside letters, digits and _ . : -"
         )
@@ -115,7 +117,7 @@ def handler(
                 f"handler for {task_type!r}: transactional handlers must be async functions"
             )
         spec = HandlerSpec(task_type, func, is_async, transactional, options)
-        # `is None`, not `or`: an empty Registry is falsy (it has __len__).
+        # Not `registry or default_registry`: an empty Registry is falsy (__len__).
         (default_registry if registry is None else registry).register(spec)
         return func
 

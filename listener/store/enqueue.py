@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from listener.errors import InvalidTaskError
 from listener.sqlfiles import query
 
 if TYPE_CHECKING:
     from listener.producer import NewTask
+
+
+# What a CHECK constraint on public.tasks means for the producer who broke it.
+_CONSTRAINT_PROBLEMS = {
+    "tasks_payload_size": "payload is over the database's 1 MiB limit once stored as jsonb "
+    "(arrays of many small numbers grow several-fold)",
+}
+
+
+@contextlib.contextmanager
+def _rejections_as_invalid_task() -> Iterator[None]:
+    """A CHECK violation is bad input the Python-side checks missed: say which rule."""
+    try:
+        yield
+    except psycopg.errors.CheckViolation as exc:
+        name = exc.diag.constraint_name or "?"
+        problem = _CONSTRAINT_PROBLEMS.get(name, f"the database rejected the task ({name})")
+        raise InvalidTaskError(problem) from None
 
 
 def _insert_params(task: NewTask) -> dict[str, Any]:
@@ -62,7 +82,8 @@ def insert_task(conn: psycopg.Connection[Any], task: NewTask) -> uuid.UUID:
     params = _insert_params(task)
     # A savepoint-free retry loop: the holder may finish between our two queries.
     for _ in range(10):
-        row = conn.execute(query("insert_task"), params).fetchone()
+        with _rejections_as_invalid_task():
+            row = conn.execute(query("insert_task"), params).fetchone()
         if row is not None:
             return row[0]  # type: ignore[no-any-return]
         row = conn.execute(query("unfinished_task_by_dedupe_key"), params).fetchone()
@@ -76,7 +97,8 @@ def insert_tasks(conn: psycopg.Connection[Any], tasks: Sequence[NewTask]) -> lis
     if not tasks:
         return []
     ids, params = _bulk_params(tasks)
-    inserted = {r[0] for r in conn.execute(query("insert_tasks"), params).fetchall()}
+    with _rejections_as_invalid_task():
+        inserted = {r[0] for r in conn.execute(query("insert_tasks"), params).fetchall()}
     keys = [t.dedupe_key for t, i in zip(tasks, ids, strict=True) if i not in inserted]
     existing: dict[str, uuid.UUID] = {}
     if keys:
@@ -92,7 +114,8 @@ async def ainsert_task(conn: psycopg.AsyncConnection[Any], task: NewTask) -> uui
     """Async ``insert_task``."""
     params = _insert_params(task)
     for _ in range(10):
-        cur = await conn.execute(query("insert_task"), params)
+        with _rejections_as_invalid_task():
+            cur = await conn.execute(query("insert_task"), params)
         row = await cur.fetchone()
         if row is not None:
             return row[0]  # type: ignore[no-any-return]
@@ -110,7 +133,8 @@ async def ainsert_tasks(
     if not tasks:
         return []
     ids, params = _bulk_params(tasks)
-    cur = await conn.execute(query("insert_tasks"), params)
+    with _rejections_as_invalid_task():
+        cur = await conn.execute(query("insert_tasks"), params)
     inserted = {r[0] for r in await cur.fetchall()}
     keys = [t.dedupe_key for t, i in zip(tasks, ids, strict=True) if i not in inserted]
     existing: dict[str, uuid.UUID] = {}

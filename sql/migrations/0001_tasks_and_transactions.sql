@@ -38,11 +38,28 @@ CREATE TABLE IF NOT EXISTS public.tasks (
     error        text
 );
 
+-- run_at of tasks that predate it is their created_at, so an upgraded queue
+-- keeps claiming its backlog oldest first (a plain DEFAULT now() would give
+-- every old row the same run_at and order them by random id).
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = 'public.tasks'::regclass AND attname = 'run_at' AND NOT attisdropped
+    ) THEN
+        ALTER TABLE public.tasks ADD COLUMN run_at timestamptz;
+        UPDATE public.tasks SET run_at = coalesce(created_at, now());
+        ALTER TABLE public.tasks
+            ALTER COLUMN run_at SET DEFAULT now(),
+            ALTER COLUMN run_at SET NOT NULL;
+    END IF;
+END
+$$;
+
 -- Columns a production queue needs; ADD ... IF NOT EXISTS upgrades old tables.
 ALTER TABLE public.tasks
     ADD COLUMN IF NOT EXISTS attempts         integer     NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS max_attempts     integer,
-    ADD COLUMN IF NOT EXISTS run_at           timestamptz NOT NULL DEFAULT now(),
     ADD COLUMN IF NOT EXISTS priority         smallint    NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS worker_id        text,
     ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz,
@@ -54,6 +71,36 @@ ALTER TABLE public.tasks
     ALTER COLUMN payload SET DEFAULT '{}'::jsonb,
     ALTER COLUMN status SET DEFAULT 'pending',
     ALTER COLUMN created_at SET DEFAULT now();
+
+-- Old tables may hold a NULL payload (handlers get {} instead) and may lack
+-- NOT NULL on the columns every task has. Checked first, so a re-run is free.
+DO $$
+DECLARE
+    col text;
+    has_nulls boolean;
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = 'public.tasks'::regclass AND attname = 'payload' AND NOT attnotnull
+    ) THEN
+        UPDATE public.tasks SET payload = '{}'::jsonb WHERE payload IS NULL;
+    END IF;
+    FOREACH col IN ARRAY ARRAY['type', 'payload', 'status', 'created_at'] LOOP
+        IF EXISTS (
+            SELECT 1 FROM pg_attribute
+            WHERE attrelid = 'public.tasks'::regclass AND attname = col AND NOT attnotnull
+        ) THEN
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM public.tasks WHERE %I IS NULL)', col)
+                INTO has_nulls;
+            IF has_nulls THEN  -- leave legacy rows alone; a human decides what they mean
+                RAISE WARNING 'public.tasks.% has NULLs in old rows; left nullable', col;
+            ELSE
+                EXECUTE format('ALTER TABLE public.tasks ALTER COLUMN %I SET NOT NULL', col);
+            END IF;
+        END IF;
+    END LOOP;
+END
+$$;
 
 -- Constraints are added once (a re-run must not rescan a large table).
 DO $$
@@ -141,6 +188,11 @@ CREATE TABLE IF NOT EXISTS public.transactions (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- record_transaction() relies on order_id being unique; an old table made
+-- without the UNIQUE constraint gets the index the constraint would have made.
+CREATE UNIQUE INDEX IF NOT EXISTS transactions_order_id_key
+    ON public.transactions (order_id);
+
 -- The original guide used integer paise; bigint holds any real amount.
 DO $$
 BEGIN
@@ -200,7 +252,7 @@ AS $$
           AND run_at <= now()
           AND (p_types IS NULL OR type = ANY (p_types))
         ORDER BY priority DESC, run_at, id
-        LIMIT p_limit
+        LIMIT greatest(p_limit, 0)  -- NULL or negative claims nothing, never everything
         FOR NO KEY UPDATE SKIP LOCKED
     )
     UPDATE public.tasks AS t
@@ -208,7 +260,7 @@ AS $$
         started_at = now(),
         attempts = t.attempts + 1,
         worker_id = p_worker_id,
-        lease_expires_at = now() + make_interval(secs => p_lease_s),
+        lease_expires_at = now() + make_interval(secs => coalesce(p_lease_s, 60)),
         error = NULL
     FROM due
     WHERE t.id = due.id

@@ -134,6 +134,14 @@ SELECT r.rolname, 'table ' || t.name, privilege
 FROM api_roles AS r, tables AS t,
      unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS privilege
 WHERE has_table_privilege(r.rolname, t.oid, privilege)
+   -- a grant on one column (GRANT SELECT (payload) ...) is a way in too
+   OR (privilege IN ('SELECT', 'INSERT', 'UPDATE')
+       AND has_any_column_privilege(r.rolname, t.oid, privilege))
+UNION ALL
+SELECT r.rolname, 'schema listener', 'USAGE'
+FROM api_roles AS r
+WHERE to_regnamespace('listener') IS NOT NULL
+  AND has_schema_privilege(r.rolname, 'listener', 'USAGE')
 UNION ALL
 SELECT r.rolname, 'function ' || f.name, 'EXECUTE'
 FROM api_roles AS r, functions AS f

@@ -49,6 +49,25 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
+@pytest.fixture(scope="module")
+def module_conn(pg_admin_dsn: str, template_db: str) -> Iterator[psycopg.Connection[Any]]:
+    """A migrated database shared by one module's tests that leave it as they found it."""
+    name = pg.create_database(pg_admin_dsn, template_db)
+    try:
+        with psycopg.connect(pg.dsn_for(pg_admin_dsn, name), autocommit=True) as connection:
+            yield connection
+    finally:
+        pg.drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture(scope="module")
+def module_empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """An empty database shared by one module's tests."""
+    name = pg.create_database(pg_admin_dsn, None)
+    yield pg.dsn_for(pg_admin_dsn, name)
+    pg.drop_database(pg_admin_dsn, name)
+
+
 @pytest.fixture
 def effects_conn(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     """``conn`` with the test_effects ledger table created."""

@@ -1,0 +1,182 @@
+"""claim_next_task() (the apps' no-argument claim) and listener.claim_tasks() (the batch)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+
+def _insert(conn: psycopg.Connection[Any], task_type: str, **cols: Any) -> Any:
+    names = ["type", *cols]
+    placeholders = ", ".join(["%s"] + [f"{v}" for v in cols.values()])
+    row = conn.execute(
+        f"INSERT INTO tasks ({', '.join(names)}) VALUES ({placeholders}) RETURNING id",
+        (task_type,),
+    ).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_claim_next_task_takes_no_arguments_and_returns_setof_tasks(
+    conn: psycopg.Connection[Any],
+) -> None:
+    row = conn.execute(
+        "SELECT pronargs, proretset, prorettype::regtype::text FROM pg_proc "
+        "WHERE oid = 'public.claim_next_task()'::regprocedure"
+    ).fetchone()
+    assert row == (0, True, "tasks")
+
+
+def test_claim_next_task_marks_the_task_processing_with_start_time_and_lease(
+    conn: psycopg.Connection[Any],
+) -> None:
+    task_id = _insert(conn, "send_email")
+    row = conn.execute(
+        "SELECT id, status, started_at IS NOT NULL, attempts, "
+        "lease_expires_at > now() + interval '10 min' FROM claim_next_task()"
+    ).fetchone()
+    assert row == (task_id, "processing", True, 1, True)
+    assert conn.execute("SELECT status FROM tasks WHERE id = %s", (task_id,)).fetchone() == (
+        "processing",
+    )
+
+
+def test_claim_next_task_returns_nothing_when_the_queue_is_empty(
+    conn: psycopg.Connection[Any],
+) -> None:
+    _insert(conn, "done", status="'completed'")
+    assert conn.execute("SELECT * FROM claim_next_task()").fetchall() == []
+
+
+def test_claim_next_task_takes_the_oldest_due_task_first(conn: psycopg.Connection[Any]) -> None:
+    newer = _insert(conn, "b", run_at="now() - interval '1 minute'")
+    older = _insert(conn, "a", run_at="now() - interval '5 minutes'")
+    claimed = [conn.execute("SELECT id FROM claim_next_task()").fetchone() for _ in range(3)]
+    assert claimed == [(older,), (newer,), None]
+
+
+def test_claim_next_task_leaves_future_tasks_alone(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "later", run_at="now() + interval '1 hour'")
+    assert conn.execute("SELECT * FROM claim_next_task()").fetchall() == []
+    assert conn.execute("SELECT status FROM tasks").fetchall() == [("pending",)]
+
+
+def test_higher_priority_is_claimed_before_older_tasks(conn: psycopg.Connection[Any]) -> None:
+    old_low = _insert(conn, "low", run_at="now() - interval '1 hour'")
+    new_high = _insert(conn, "high", priority="10")
+    claimed = [conn.execute("SELECT id FROM claim_next_task()").fetchone() for _ in range(2)]
+    assert claimed == [(new_high,), (old_low,)]
+
+
+def test_claim_tasks_claims_up_to_the_limit_for_the_named_worker(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute("INSERT INTO tasks (type) SELECT 't' FROM generate_series(1, 5)")
+    rows = conn.execute(
+        "SELECT worker_id, status, lease_expires_at BETWEEN now() + interval '29 s' "
+        "AND now() + interval '31 s' FROM listener.claim_tasks('worker-1', 3, NULL, 30)"
+    ).fetchall()
+    assert rows == [("worker-1", "processing", True)] * 3
+    assert conn.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone() == (2,)
+
+
+def test_claim_tasks_claims_only_the_requested_types(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "INSERT INTO tasks (type) SELECT t FROM unnest(ARRAY['a', 'b', 'c', 'a', 'b']) AS t"
+    )
+    rows = conn.execute(
+        "SELECT type FROM listener.claim_tasks('w', 10, ARRAY['a', 'c'], 30) ORDER BY type"
+    ).fetchall()
+    assert rows == [("a",), ("a",), ("c",)]
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "NULL"])
+def test_claim_tasks_with_no_positive_limit_claims_nothing(
+    conn: psycopg.Connection[Any], limit: str
+) -> None:
+    conn.execute("INSERT INTO tasks (type) SELECT 't' FROM generate_series(1, 3)")
+    rows = conn.execute(f"SELECT * FROM listener.claim_tasks('w', {limit}, NULL, 30)").fetchall()
+    assert rows == []
+
+
+def test_claim_tasks_without_a_lease_still_sets_one(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "t")
+    row = conn.execute(
+        "SELECT lease_expires_at > now() FROM listener.claim_tasks('w', 1, NULL, NULL)"
+    ).fetchone()
+    assert row == (True,)
+
+
+def test_claimed_task_is_not_claimed_again(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "t")
+    assert len(conn.execute("SELECT * FROM listener.claim_tasks('w', 5)").fetchall()) == 1
+    assert conn.execute("SELECT * FROM listener.claim_tasks('w', 5)").fetchall() == []
+
+
+def _claim_until_empty(dsn: str, worker: str, barrier: threading.Barrier, out: list[Any]) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        barrier.wait()
+        while True:
+            rows = conn.execute(
+                "SELECT id FROM listener.claim_tasks(%s, 7, NULL, 60)", (worker,)
+            ).fetchall()
+            single = conn.execute("SELECT id FROM claim_next_task()").fetchall()
+            if not rows and not single:
+                return
+            out.extend((r[0], worker) for r in rows)
+            out.extend((r[0], f"{worker}/single") for r in single)
+
+
+def test_concurrent_claimers_claim_every_task_exactly_once(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute("INSERT INTO tasks (type) SELECT 't' FROM generate_series(1, 2000)")
+    claimers = 8
+    barrier = threading.Barrier(claimers)
+    results: list[list[Any]] = [[] for _ in range(claimers)]
+    threads = [
+        threading.Thread(target=_claim_until_empty, args=(dsn, f"w{i}", barrier, results[i]))
+        for i in range(claimers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    claimed = [task_id for result in results for task_id, _ in result]
+    counts = collections.Counter(claimed)
+    assert len(counts) == 2000
+    assert max(counts.values()) == 1
+    assert sum(1 for result in results if result) > 1  # the claimers really overlapped
+    rows = conn.execute(
+        "SELECT count(*), count(DISTINCT id), bool_and(attempts = 1) FROM tasks "
+        "WHERE status = 'processing'"
+    ).fetchone()
+    assert rows == (2000, 2000, True)
+
+
+@pytest.mark.parametrize(
+    "claim_sql",
+    ["SELECT id FROM claim_next_task()", "SELECT id FROM listener.claim_tasks('w', 1)"],
+)
+def test_task_locked_by_a_foreign_key_check_is_still_claimable(
+    dsn: str, conn: psycopg.Connection[Any], claim_sql: str
+) -> None:
+    task_id = _insert(conn, "t")
+    conn.execute("CREATE TABLE task_notes (task_id uuid NOT NULL REFERENCES public.tasks (id))")
+    with psycopg.connect(dsn) as holder:
+        # The FK check takes FOR KEY SHARE on the task row until this txn ends.
+        holder.execute("INSERT INTO task_notes VALUES (%s)", (task_id,))
+        locks = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE a.datname = current_database() AND l.pid <> pg_backend_pid() "
+            "AND l.relation = 'public.tasks'::regclass"
+        ).fetchone()
+        assert locks is not None
+        assert locks[0] >= 1
+        conn.execute("SET lock_timeout = '5s'")
+        assert conn.execute(claim_sql).fetchall() == [(task_id,)]
+        holder.rollback()
