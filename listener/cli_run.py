@@ -130,4 +130,8 @@ def _start_metrics(worker: Worker, host: str, port: int) -> Any:
         return None
     from listener import http
 
-    return http.start_http_server(host, port, worker.metrics.registry, worker.health)
+    registry, dsn = worker.metrics.registry, worker.settings.dsn
+    try:
+        return http.serve(registry, worker.health, host=host, port=port, queue_dsn=dsn)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None

@@ -1,24 +1,135 @@
-"""Placeholder: /metrics only, until the observability work lands /healthz and /readyz."""
+"""The worker's HTTP endpoint: /metrics, /healthz and /readyz on one port.
+
+Served from a thread of its own (``ThreadingHTTPServer``), so a slow scrape never
+blocks the event loop and a blocked event loop still answers /healthz with 503.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
 
-import prometheus_client
+import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from listener.metrics import QueueCollector, register_queue_collector
+
+DEFAULT_PORT = 9108  # listener's slot in Prometheus's default port allocations
+DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - containers publish the port; see docs/monitoring.md
+
+log = structlog.get_logger("listener.http")
 
 
-class _Server:
-    def __init__(self, server: Any, thread: Any) -> None:
+class Health(Protocol):
+    """What the endpoint asks the worker; both methods are called from server threads."""
+
+    def alive(self) -> tuple[bool, str]: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+
+class MetricsServer:
+    """A running endpoint: ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(
+        self,
+        server: ThreadingHTTPServer,
+        thread: threading.Thread,
+        collector: QueueCollector | None = None,
+    ) -> None:
         self._server = server
         self._thread = thread
-        self.port = server.server_port
+        self._collector = collector
+        self.host = str(server.server_address[0])
+        self.port = int(server.server_address[1])
 
     def close(self) -> None:
-        self._server.shutdown()
+        """Stop serving and release the port; safe to call twice."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
         self._server.server_close()
+        if self._collector is not None:
+            self._collector.close()
 
 
-def start_http_server(host: str, port: int, registry: CollectorRegistry, health: Any) -> _Server:
-    server, thread = prometheus_client.start_http_server(port, addr=host, registry=registry)
-    return _Server(server, thread)
+def serve(
+    registry: CollectorRegistry,
+    health: Health,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    queue_dsn: str | None = None,
+) -> MetricsServer:
+    """Start serving in a daemon thread; raises OSError when the port is taken.
+
+    With ``queue_dsn``, scrapes also read the queue gauges from that database.
+    """
+    handler = type("_BoundHandler", (_Handler,), {"registry": registry, "health": health})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever, name="listener-http", kwargs={"poll_interval": 0.2}
+    )
+    thread.daemon = True
+    thread.start()
+    collector = register_queue_collector(registry, queue_dsn) if queue_dsn else None
+    return MetricsServer(server, thread, collector)
+
+
+def _probe(check: Any, key: str) -> tuple[HTTPStatus, dict[str, Any]]:
+    """Run one health check; a check that raises counts as failing, with its reason."""
+    try:
+        ok, reason = check()
+    except Exception as exc:
+        ok, reason = False, f"health check raised {type(exc).__name__}"
+    if ok:
+        return HTTPStatus.OK, {key: True}
+    return HTTPStatus.SERVICE_UNAVAILABLE, {key: False, "reason": reason or "unknown"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry
+    health: Health
+    server_version = "listener"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._metrics()
+        elif path == "/healthz":
+            self._json(*_probe(self.health.alive, "alive"))
+        elif path == "/readyz":
+            self._json(*_probe(self.health.ready, "ready"))
+        else:
+            body = {"error": "not found", "paths": ["/metrics", "/healthz", "/readyz"]}
+            self._json(HTTPStatus.NOT_FOUND, body)
+
+    def _metrics(self) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            body = encoder(self.registry)
+        except Exception as exc:  # a broken collector must not kill the server thread
+            log.error("http.metrics_failed", error=type(exc).__name__)
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "collecting metrics failed"})
+            return
+        self._send(HTTPStatus.OK, content_type, body)
+
+    def _json(self, status: HTTPStatus, body: dict[str, Any]) -> None:
+        self._send(status, "application/json", json.dumps(body).encode() + b"\n")
+
+    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request access line; scrapes would flood the logs."""

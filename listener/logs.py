@@ -9,11 +9,45 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
-from typing import Literal, TextIO
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO
 
 import structlog
 
+from listener.redaction import REDACTED, SECRET_KEYS, redact_text
+
 LogFormat = Literal["auto", "json", "console"]
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth > 5:  # deeper structures are never logged on purpose
+        return REDACTED
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if SECRET_KEYS.search(str(k)) else _redact_value(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v, depth + 1) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """structlog processor: a last line of defence for what slipped into a field.
+
+    Payload and secret-named fields are dropped to ``[redacted]``; e-mail addresses and
+    secrets inside any string (messages, errors, tracebacks) are masked.
+    """
+    for key, value in event_dict.items():
+        if key != "event" and SECRET_KEYS.search(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact_value(value)
+    return event_dict
 
 
 def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
@@ -35,6 +69,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _stringify_uuids,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

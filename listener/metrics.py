@@ -6,11 +6,19 @@ Labels are task types and outcomes only: never a task id or a payload value.
 from __future__ import annotations
 
 import platform
+import threading
+from collections.abc import Iterable
+from typing import Any
 
 import psycopg
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from listener import __version__
+from listener.errors import DatabaseUnavailableError
+from listener.store import gauges
 
 OUTCOMES = ("completed", "retried", "failed", "released", "rescued")
 
@@ -92,3 +100,113 @@ class Metrics:
             if duration is None:
                 duration = self._duration_children[task_type] = self.task_duration.labels(task_type)
             duration.observe(duration_s)
+
+
+class QueueCollector(Collector):
+    """Queue gauges read from the database at scrape time, on a connection of its own.
+
+    Connects lazily, gives every statement ``timeout_s``, reconnects after a failure.
+    When the database is unreachable the scrape still succeeds: the queue samples are
+    left out and ``listener_queue_stats_up`` is 0.
+    """
+
+    def __init__(self, dsn: str, timeout_s: float = 2.0) -> None:
+        self._dsn = dsn
+        self._timeout_s = timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()  # scrapes may run on several server threads
+        self._was_up = True
+        self._log = structlog.get_logger("listener.metrics")
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # don't query the database when the collector is registered
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            read = self._read()
+        up = GaugeMetricFamily(
+            "listener_queue_stats_up",
+            "1 if the last scrape read the queue gauges from the database.",
+        )
+        up.add_metric([], 1 if read is not None else 0)
+        yield up
+        if read is not None:
+            yield from queue_families(read)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_connection()
+
+    def _read(self) -> gauges.QueueGauges | None:
+        try:
+            read = self._query()
+        except (psycopg.Error, DatabaseUnavailableError) as exc:
+            self._drop_connection()
+            if self._was_up:  # one line per outage, not one per scrape
+                self._log.warning("metrics.queue_stats_failed", error=_one_line(exc))
+            self._was_up = False
+            return None
+        if not self._was_up:
+            self._log.info("metrics.queue_stats_recovered")
+        self._was_up = True
+        return read
+
+    def _query(self) -> gauges.QueueGauges:
+        """Read on the kept connection; if that one broke, once more on a fresh one."""
+        if self._conn is not None and not self._conn.closed:
+            try:
+                return gauges.read_queue_gauges(self._conn)
+            except psycopg.OperationalError:
+                if not self._conn.broken:  # e.g. statement timeout: don't wait twice
+                    raise
+                self._drop_connection()  # server restarted or backend terminated
+        self._conn = gauges.connect(self._dsn, self._timeout_s)
+        return gauges.read_queue_gauges(self._conn)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def queue_families(read: gauges.QueueGauges) -> Iterable[Metric]:
+    depth = GaugeMetricFamily(
+        "listener_queue_depth",
+        "Tasks pending (including scheduled) and processing, counted exactly.",
+        labels=["status"],
+    )
+    depth.add_metric(["pending"], read.pending)
+    depth.add_metric(["processing"], read.processing)
+    yield depth
+    finished = GaugeMetricFamily(
+        "listener_queue_finished_rows_estimate",
+        "Finished rows per status, estimated from planner statistics (last ANALYZE).",
+        labels=["status"],
+    )
+    for status, estimate in read.finished_estimate.items():
+        finished.add_metric([status], estimate)
+    yield finished
+    yield GaugeMetricFamily(
+        "listener_queue_oldest_pending_age_seconds",
+        "Age of the oldest due pending task (0 when none is due), database clock.",
+        value=read.oldest_pending_age_s,
+    )
+    yield GaugeMetricFamily(
+        "listener_notification_queue_usage",
+        "Fraction of PostgreSQL's NOTIFY queue in use (pg_notification_queue_usage()).",
+        value=read.notification_queue_usage,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def register_queue_collector(
+    registry: CollectorRegistry, dsn: str, timeout_s: float = 2.0
+) -> QueueCollector:
+    """Add the database-backed queue gauges to ``registry``; close() it at shutdown."""
+    collector = QueueCollector(dsn, timeout_s)
+    registry.register(collector)
+    return collector

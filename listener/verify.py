@@ -92,7 +92,7 @@ def _rls(conn: psycopg.Connection[Any]) -> Check:
     if missing:
         fixes = "; ".join(f"ALTER TABLE public.{t} ENABLE ROW LEVEL SECURITY" for t in missing)
         return Check(False, "row level security enabled", f"off on {', '.join(missing)}: {fixes}")
-    return Check(True, "row level security enabled on tasks and transactions")
+    return Check(True, "row level security enabled on every listener table")
 
 
 def _api_roles(conn: psycopg.Connection[Any]) -> Check:

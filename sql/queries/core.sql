@@ -105,7 +105,8 @@ SELECT to_regclass('public.tasks_claim_idx') IS NOT NULL;
 -- name: tables_without_rls
 SELECT c.relname
 FROM pg_class AS c
-WHERE c.oid IN (to_regclass('public.tasks'), to_regclass('public.transactions'))
+WHERE c.oid IN (to_regclass('public.tasks'), to_regclass('public.transactions'),
+                to_regclass('public.care_plans'), to_regclass('public.payment_orders'))
   AND NOT c.relrowsecurity
 ORDER BY 1;
 
@@ -123,7 +124,8 @@ WITH api_roles AS (
     SELECT rolname FROM pg_roles WHERE rolname IN ('anon', 'authenticated')
 ), tables AS (
     SELECT oid, oid::regclass::text AS name FROM pg_class
-    WHERE oid IN (to_regclass('public.tasks'), to_regclass('public.transactions'))
+    WHERE oid IN (to_regclass('public.tasks'), to_regclass('public.transactions'),
+                  to_regclass('public.care_plans'), to_regclass('public.payment_orders'))
 ), functions AS (
     SELECT p.oid, p.oid::regprocedure::text AS name
     FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace

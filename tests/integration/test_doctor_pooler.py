@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from listener import cli, doctor
 from listener.doctor import Level
+from tests.tools import require_tool
 
 LISTEN_TITLE = "LISTEN/NOTIFY works on this connection"
 
@@ -68,9 +69,7 @@ def _write_config(folder: Path, admin_dsn: str, port: int) -> Path:
 def via_pgbouncer(pg_admin_dsn: str) -> Iterator[Callable[[str], str]]:
     """A PgBouncer in transaction mode in front of the test server; maps a DSN to the
     same database reached through it."""
-    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
-    if binary is None:
-        pytest.skip("pgbouncer is not installed here (CI installs it: .ci/install-tools)")
+    binary = require_tool("pgbouncer")  # skips or fails as LISTENER_TEST_TOOLS says
     folder = Path(tempfile.mkdtemp(prefix="listener-pgbouncer-"))
     port = _free_port()
     ini = _write_config(folder, pg_admin_dsn, port)

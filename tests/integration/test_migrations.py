@@ -13,6 +13,9 @@ from listener.sqlfiles import migrations as migration_files
 from tests.integration.support import LISTENER, ORIGINAL_SETUP_SQL, cli_env, run_cli
 
 FIRST = migration_files()[0]
+ALL = migration_files()
+APPLIED_ALL = "".join(f"applied {m.version:04d}_{m.name}\n" for m in ALL)
+RECORDED_ALL = [(m.version, m.name, m.checksum) for m in ALL]
 
 
 def _applied(dsn: str) -> list[tuple[int, str, str]]:
@@ -32,9 +35,9 @@ def _verify_ok(dsn: str) -> str:
 def test_migrate_applies_then_reports_up_to_date(empty_dsn: str) -> None:
     first = run_cli("migrate", "--dsn", empty_dsn)
     second = run_cli("migrate", "--dsn", empty_dsn)
-    assert (first.returncode, first.stdout) == (0, f"applied 0001_{FIRST.name}\n")
+    assert (first.returncode, first.stdout) == (0, APPLIED_ALL)
     assert (second.returncode, second.stdout) == (0, "schema is up to date\n")
-    assert _applied(empty_dsn) == [(1, FIRST.name, FIRST.checksum)]
+    assert _applied(empty_dsn) == RECORDED_ALL
 
 
 def test_migrate_from_two_processes_at_once_applies_the_schema_once(empty_dsn: str) -> None:
@@ -50,11 +53,8 @@ def test_migrate_from_two_processes_at_once_applies_the_schema_once(empty_dsn: s
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert sorted(out for out, _ in outputs) == [
-        f"applied 0001_{FIRST.name}\n",
-        "schema is up to date\n",
-    ]
-    assert _applied(empty_dsn) == [(1, FIRST.name, FIRST.checksum)]
+    assert sorted(out for out, _ in outputs) == sorted([APPLIED_ALL, "schema is up to date\n"])
+    assert _applied(empty_dsn) == RECORDED_ALL
 
 
 def test_migrate_needs_an_autocommit_connection(empty_dsn: str) -> None:
@@ -116,10 +116,10 @@ def test_verify_reports_every_check_on_a_migrated_database(dsn: str) -> None:
         "✓ function claim_next_task() returns SETOF tasks",
         "✓ insert trigger sends NOTIFY",
         "✓ claim index tasks_claim_idx exists",
-        "✓ row level security enabled on tasks and transactions",
+        "✓ row level security enabled on every listener table",
         out.splitlines()[5],  # names the API roles, which depend on the server
         "✓ every function pins its search_path",
-        "✓ migrations current (1 applied)",
+        f"✓ migrations current ({len(ALL)} applied)",
     ]
     assert out.splitlines()[5].startswith("✓ API roles locked out")
 
@@ -129,13 +129,17 @@ def test_verify_on_an_empty_database_fails_naming_the_fix(empty_dsn: str) -> Non
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "✗ tables public.tasks and public.transactions exist — run `listener migrate`",
-        f"✗ migrations current — pending: 0001_{FIRST.name}: run `listener migrate`",
+        "✗ migrations current — pending: "
+        + ", ".join(f"{m.version:04d}_{m.name}" for m in ALL)
+        + ": run `listener migrate`",
     ]
 
 
 def test_verify_shows_drift_when_an_applied_migration_changed(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("UPDATE listener.schema_migrations SET checksum = 'edited-by-hand'")
+        conn.execute(
+            "UPDATE listener.schema_migrations SET checksum = 'edited-by-hand' WHERE version = 1"
+        )
     result = run_cli("verify", "--dsn", dsn)
     assert result.returncode == 1
     assert f"✗ migrations current — changed since applied: 0001_{FIRST.name} (schema drift)" in (
@@ -155,6 +159,10 @@ def test_verify_shows_drift_when_an_applied_migration_changed(dsn: str) -> None:
         (
             "ALTER TABLE public.transactions DISABLE ROW LEVEL SECURITY",
             "✗ row level security enabled — off on transactions",
+        ),
+        (
+            "ALTER TABLE public.care_plans DISABLE ROW LEVEL SECURITY",
+            "✗ row level security enabled — off on care_plans",
         ),
         ("DROP FUNCTION public.claim_next_task()", "✗ function claim_next_task()"),
     ],

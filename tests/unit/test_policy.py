@@ -85,3 +85,11 @@ def test_error_without_a_message_is_described_by_its_type() -> None:
 class _ZeroJitter(random.Random):
     def uniform(self, a: float, b: float) -> float:
         return a
+
+
+def test_error_text_masks_email_addresses_and_secrets() -> None:
+    exc = PermanentError("mailbox alice@example.com refused; password=hunter2")
+    text = describe_error(exc)
+    assert "alice@example.com" not in text
+    assert "hunter2" not in text
+    assert text.startswith("PermanentError: mailbox [email] refused")

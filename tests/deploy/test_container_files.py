@@ -1,0 +1,96 @@
+"""Dockerfile (hadolint) and docker-compose.yml (compose's own validator), and how they fit.
+
+Building and running the image is tests/deploy/test_container_image.py (heavy, run once).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.tools import ROOT, require_tool
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml as compose itself resolves it."""
+    binary = require_tool("docker-compose")
+    result = run(binary, "-f", "docker-compose.yml", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = run(require_tool("hadolint"), "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_flags_a_shell_form_entrypoint(tmp_path: Path) -> None:
+    bad = (
+        (ROOT / "Dockerfile")
+        .read_text()
+        .replace('ENTRYPOINT ["listener"]', "ENTRYPOINT listener run")
+    )
+    (tmp_path / "Dockerfile").write_text(bad)
+    result = run(require_tool("hadolint"), str(tmp_path / "Dockerfile"))
+    assert result.returncode != 0
+    assert "DL3025" in result.stdout  # "Use arguments JSON notation for CMD and ENTRYPOINT"
+
+
+def test_compose_file_is_valid() -> None:
+    result = run(require_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_worker_is_scalable_and_starts_after_the_one_shot_migration(
+    compose: dict[str, Any],
+) -> None:
+    worker, migrate = compose["services"]["worker"], compose["services"]["migrate"]
+    assert "ports" not in worker  # a host port would make --scale worker=2 collide
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert migrate["command"] == ["migrate"]
+    assert migrate["restart"] == "no"
+    assert worker["image"] == migrate["image"]
+
+
+def test_prometheus_scrapes_every_worker_replica_on_the_metrics_port(
+    compose: dict[str, Any],
+) -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    assert discovery["names"] == ["worker"]
+    assert discovery["port"] == 9108
+    assert "worker" in compose["services"]
+    assert compose["services"]["worker"]["expose"] == ["9108"]
+    mounts = {v["target"]: v["source"] for v in compose["services"]["prometheus"]["volumes"]}
+    assert mounts["/etc/prometheus"] == str(ROOT / "deploy" / "prometheus")
+
+
+def test_grafana_mounts_provisioning_and_the_dashboards_where_the_provider_looks(
+    compose: dict[str, Any],
+) -> None:
+    provider_file = ROOT / "deploy/grafana/provisioning/dashboards/listener.yml"
+    (provider,) = yaml.safe_load(provider_file.read_text())["providers"]
+    mounts = {v["target"]: v["source"] for v in compose["services"]["grafana"]["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == str(ROOT / "deploy/grafana/provisioning")
+    assert mounts[provider["options"]["path"]] == str(ROOT / "deploy/grafana/dashboards")
+
+
+def test_dockerfile_runs_the_worker_as_pid_1_non_root_with_a_healthcheck() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    assert lines.count("ARG BASE_IMAGE=python:3.12-slim") == 1
+    assert sum(line.startswith("FROM ") for line in lines) == 2  # build stage + runtime
+    assert 'ENTRYPOINT ["listener"]' in lines  # exec form: no shell in between
+    user = next(line for line in lines if line.startswith("USER "))
+    assert user.split()[1].split(":")[0] not in {"0", "root"}
+    assert any(line.startswith("HEALTHCHECK ") for line in lines)
