@@ -107,7 +107,8 @@ def test_pending_migration_fails(conn: psycopg.Connection[Any], dsn: str) -> Non
     conn.execute("DELETE FROM listener.schema_migrations")
     finding = find(doctor.diagnose(dsn), "migrations current")
     assert finding.level is Level.FAIL
-    assert "pending: 0001_tasks_and_transactions: run `listener migrate`" in finding.fix
+    assert finding.fix.startswith("pending: 0001_tasks_and_transactions")
+    assert finding.fix.endswith(": run `listener migrate`")
 
 
 def test_drifted_schema_fails(conn: psycopg.Connection[Any], dsn: str) -> None:
