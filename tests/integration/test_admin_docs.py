@@ -61,15 +61,14 @@ def test_the_docs_show_admin_and_doctor_commands() -> None:
     bool(os.environ.get("TEST_DATABASE_URL")),
     reason="the README's demos take ~15 s: they run once, in the CI run without TEST_DATABASE_URL",
 )
-def test_every_demo_command_in_the_readme_runs_to_the_end(
-    dsn: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_every_demo_command_in_the_readme_runs_to_the_end(dsn: str) -> None:
+    from tests.integration.test_demo import run_listener
+
     # Its own database: the demo's churn leaves dead rows that doctor rightly reports.
     for command, _ in demo_examples():
-        code = cli.main([*shlex.split(command)[1:], "--dsn", dsn])
-        out, err = capsys.readouterr()
-        assert (code, err) == (0, ""), command
-        assert "\ndone: " in out
+        done = run_listener(*shlex.split(command)[1:], "--dsn", dsn)
+        assert (done.returncode, done.stderr) == (0, ""), command
+        assert "\ndone: " in done.stdout
 
 
 def test_every_documented_command_runs_and_prints_what_the_docs_show(

