@@ -101,7 +101,7 @@ class Worker:
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = registry or default_registry
+        self.registry = default_registry if registry is None else registry
         self.metrics = metrics or Metrics(CollectorRegistry())
         self.health = Health()
         self.health.listen_required = settings.listen
