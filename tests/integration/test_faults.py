@@ -81,14 +81,15 @@ def test_heartbeat_keeps_a_task_three_times_longer_than_its_lease(
     assert ledger(conn)["tasks_with_one_effect"] == 1
 
 
-def test_sigterm_finishes_quick_tasks_releases_slow_ones_and_exits_zero(
-    dsn: str, conn: psycopg.Connection[Any]
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_finishes_quick_tasks_releases_slow_ones_and_exits_zero(
+    dsn: str, conn: psycopg.Connection[Any], signum: int
 ) -> None:
     with worker_processes(dsn, 1, "--grace-s", "1.5") as (worker,):
         quick = [create_task("sleep", {"s": 0.3}, conn=conn) for _ in range(2)]
         slow = [create_task("sleep", {"s": 60}, conn=conn) for _ in range(2)]
         wait_until(lambda: statuses(conn).get("processing") == 4)
-        worker.signal(signal.SIGTERM)
+        worker.signal(signum)
         assert worker.wait(20) == 0
     for task_id in quick:
         assert _row(conn, task_id)[0] == "completed"

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 
 SECRET, PREVIOUS = "whsec_current_0123", "whsec_previous_4567"
 DELIVERIES = 50
-CONNECTIONS = 25
+CONNECTIONS = 50  # one connection per delivery: all 50 in flight at once
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,7 @@ async def deliver_concurrently(dsn: str, payloads: list[dict[str, Any]]) -> list
     """Deliveries on CONNECTIONS connections at once, each in its own transaction.
 
     Every connection is open before the first delivery starts; each then takes the
-    next undelivered payload until none is left. (Fifty connections at once would
-    crowd a shared server's max_connections; 25 in flight race just the same.)
+    next undelivered payload until none is left.
     """
     outcomes: list[Any] = [None] * len(payloads)
     pending = iter(range(len(payloads)))
