@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import psycopg
+import pytest
 
 from listener import create_task, create_tasks, new_task
 from tests.integration.engine_support import (
