@@ -11,6 +11,7 @@ import anyio
 from prometheus_client import CollectorRegistry
 
 from listener import config, db, logs, migrations
+from listener.cli import parse_duration
 from listener.errors import ConfigError
 from listener.metrics import Metrics
 from listener.registry import default_registry
@@ -40,6 +41,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--rescue-interval-s", type=float, default=10.0, help="how often to rescue lost tasks"
     )
+    run.add_argument(
+        "--prune-older-than", type=parse_duration, metavar="DURATION",
+        help="also delete finished tasks older than this, e.g. 7d (default: keep them)",
+    )  # fmt: skip
     run.add_argument("--claim-batch", type=_positive_int, help="max tasks per claim")
     run.add_argument("--timeout-s", type=float, help="default handler timeout")
     run.add_argument("--max-attempts", type=_positive_int, default=5, help="default attempts")
@@ -83,6 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen=not args.no_listen,
         grace_s=args.grace_s,
         rescue_interval_s=args.rescue_interval_s,
+        prune_older_than_s=(
+            args.prune_older_than.total_seconds() if args.prune_older_than else None
+        ),
         default_timeout_s=args.timeout_s,
         default_max_attempts=args.max_attempts,
     )

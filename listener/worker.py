@@ -7,10 +7,12 @@ slots) -> executor (run, timeout) -> policy (decide) -> acks (write) -> metrics.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -19,7 +21,7 @@ from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
-from listener import db, policy
+from listener import admin, db, policy
 from listener.acks import Acks
 from listener.config import DEFAULT_MAX_ATTEMPTS, NOTIFY_CHANNEL
 from listener.dispatcher import Dispatcher
@@ -53,6 +55,8 @@ class WorkerSettings:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
     ack_deadline_s: float = 30.0
+    prune_older_than_s: float | None = None  # retention: delete finished tasks this old
+    prune_interval_s: float = 600.0
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     )
@@ -228,6 +232,21 @@ class Worker:
             tg.start_soon(heartbeat.run)
             tg.start_soon(rescuer.run)
             tg.start_soon(self._presence, pool)
+            if s.prune_older_than_s is not None:
+                tg.start_soon(self._retention, pool, s.prune_older_than_s)
+
+    async def _retention(self, pool: AsyncConnectionPool[Any], older_than_s: float) -> None:
+        """Prune finished tasks periodically (safe on every worker: batches SKIP LOCKED)."""
+        while True:
+            await anyio.sleep(self.settings.prune_interval_s * random.uniform(0.5, 1.5))
+            try:
+                async with pool.connection() as conn:
+                    deleted = await admin.aprune_once(conn, timedelta(seconds=older_than_s))
+            except psycopg.OperationalError as exc:
+                log.warning("retention.failed", error=str(exc).strip().splitlines()[0])
+                continue
+            if deleted:
+                log.info("retention.pruned", deleted=deleted, older_than_s=older_than_s)
 
     def _max_attempts_by_type(self) -> dict[str, int]:
         limits = {}
