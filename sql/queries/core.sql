@@ -114,7 +114,7 @@ ORDER BY 1;
 SELECT p.oid::regprocedure::text AS signature, p.proconfig
 FROM pg_proc AS p
 JOIN pg_namespace AS n ON n.oid = p.pronamespace
-WHERE (n.nspname = 'public' AND p.proname IN ('claim_next_task', 'record_transaction'))
+WHERE (n.nspname = 'public' AND p.proname IN ('claim_next_task', 'record_transaction', 'enqueue_task'))
    OR n.nspname = 'listener'
 ORDER BY 1;
 
@@ -129,7 +129,7 @@ WITH api_roles AS (
 ), functions AS (
     SELECT p.oid, p.oid::regprocedure::text AS name
     FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
-    WHERE (n.nspname = 'public' AND p.proname IN ('claim_next_task', 'record_transaction'))
+    WHERE (n.nspname = 'public' AND p.proname IN ('claim_next_task', 'record_transaction', 'enqueue_task'))
        OR n.nspname = 'listener'
 )
 SELECT r.rolname, 'table ' || t.name, privilege

@@ -28,6 +28,7 @@ FORBIDDEN = [
     "SELECT * FROM claim_next_task()",
     "SELECT public.record_transaction('o', 'e', 1, 'paid')",
     "SELECT * FROM listener.claim_tasks('w', 10)",
+    "SELECT public.enqueue_task('t', '{}')",
     "SELECT * FROM listener.schema_migrations",
 ]
 
