@@ -15,11 +15,10 @@ from bench.context import Context, ItemResult
 from bench.stats import Figure
 from listener.sqlfiles import query
 
-# (label, claim query): the shipped function, and the scratch variant that looks the
-# locked ids up by primary key (see bench_install_claim_variant in sql/queries/bench.sql).
+# (label, claim query). The by-primary-key variant measured here earlier now ships
+# as migration 0003, so only the shipped function is measured.
 CLAIMS = {
     "shipped": ("listener.claim_tasks", "bench_claim_ids"),
-    "by_id_array": ("by-id-array claim variant (scratch)", "bench_claim_ids_variant"),
 }
 
 
@@ -66,7 +65,6 @@ def run(ctx: Context, result: ItemResult) -> None:
     sizes = ctx.sizes
     result.title = f"Raw limit: plain-SQL claim+complete of {sizes.raw_tasks:,} tasks"
     with env.scratch_database(ctx.admin_dsn, "raw") as dsn:
-        env.run_sql(dsn, "bench_install_claim_variant")
         for run_no in range(ctx.runs):
             for claim, (_, claim_query) in CLAIMS.items():
                 for connections in sizes.raw_connections:

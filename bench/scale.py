@@ -38,9 +38,8 @@ def claim_latency_ms(dsn: str, probes: int, claim_query: str) -> float:
 
 def claim_latencies(ctx: Context, result: ItemResult) -> None:
     probes, finished = ctx.sizes.scale_probes, ctx.sizes.scale_finished
-    claims = {"shipped": "bench_claim_one", "by_id_array": "bench_claim_one_variant"}
+    claims = {"shipped": "bench_claim_one"}
     with env.scratch_database(ctx.admin_dsn, "scale") as dsn:
-        env.run_sql(dsn, "bench_install_claim_variant")
         for rows, label in ((0, "empty table"), (finished, f"{finished:,} finished rows")):
             if rows:
                 ctx.say(f"scale: inserting {rows:,} finished rows")

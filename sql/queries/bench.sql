@@ -98,44 +98,6 @@ SELECT id FROM listener.claim_tasks(%(worker_id)s, 1, NULL, 60);
 UPDATE public.tasks SET status = 'completed', completed_at = now()
 WHERE id = %(id)s AND status = 'processing';
 
--- name: bench_install_claim_variant
--- A scratch-database experiment, not the shipped schema: the shipped claim function
--- is planned generically inside a SQL function (LIMIT p_limit is unknown, so the
--- planner expects 10% of the table) and joins back with a hash join over a sequential
--- scan of the whole table on every claim. Here the locked ids go through an array, so
--- the update always looks them up by primary key.
-CREATE OR REPLACE FUNCTION listener.bench_claim_tasks_by_id_array(
-    p_worker_id text,
-    p_limit integer,
-    p_types text[] DEFAULT NULL,
-    p_lease_s double precision DEFAULT 60
-) RETURNS SETOF public.tasks
-LANGUAGE sql
-SET search_path = pg_catalog, public
-AS $$
-    UPDATE public.tasks AS t
-    SET status = 'processing',
-        started_at = now(),
-        attempts = t.attempts + 1,
-        worker_id = p_worker_id,
-        lease_expires_at = now() + make_interval(secs => p_lease_s),
-        error = NULL
-    WHERE t.id = ANY (ARRAY(
-        SELECT id
-        FROM public.tasks
-        WHERE status = 'pending'
-          AND run_at <= now()
-          AND (p_types IS NULL OR type = ANY (p_types))
-        ORDER BY priority DESC, run_at, id
-        LIMIT p_limit
-        FOR NO KEY UPDATE SKIP LOCKED
-    ))
-    RETURNING t.*;
-$$;
-
--- name: bench_claim_ids_variant
-SELECT id FROM listener.bench_claim_tasks_by_id_array(%(worker_id)s, %(limit)s, NULL, 60);
-
 -- name: bench_completed_between
 -- Tasks completed in a wall-clock window (epoch seconds, the producers' clock).
 SELECT count(*) FROM public.tasks
@@ -150,5 +112,3 @@ SELECT count(*) FROM listener.workers;
 INSERT INTO public.tasks (type, payload)
 SELECT %(type)s, '{}'::jsonb FROM generate_series(1, %(n)s);
 
--- name: bench_claim_one_variant
-SELECT id FROM listener.bench_claim_tasks_by_id_array(%(worker_id)s, 1, NULL, 60);
