@@ -65,7 +65,7 @@ def test_worker_is_scalable_and_starts_after_the_one_shot_migration(
 def test_prometheus_scrapes_every_worker_replica_on_the_metrics_port(
     compose: dict[str, Any],
 ) -> None:
-    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    config = yaml.safe_load((ROOT / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
     (discovery,) = job["dns_sd_configs"]
     assert discovery["names"] == ["worker"]
@@ -73,7 +73,8 @@ def test_prometheus_scrapes_every_worker_replica_on_the_metrics_port(
     assert "worker" in compose["services"]
     assert compose["services"]["worker"]["expose"] == ["9108"]
     mounts = {v["target"]: v["source"] for v in compose["services"]["prometheus"]["volumes"]}
-    assert mounts["/etc/prometheus"] == str(ROOT / "deploy" / "prometheus")
+    assert mounts["/etc/prometheus/prometheus.yml"] == str(ROOT / "prometheus.yml")
+    assert mounts["/etc/prometheus/alerts.yml"] == str(ROOT / "alerts.yml")
 
 
 def test_grafana_mounts_provisioning_and_the_dashboards_where_the_provider_looks(

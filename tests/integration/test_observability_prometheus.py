@@ -60,7 +60,7 @@ def prometheus(
 ) -> Iterator[str]:
     """Prometheus scraping the worker; the binary is checked first, before a worker starts."""
     binary = prometheus_binary
-    shutil.copy(ROOT / "deploy" / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    shutil.copy(ROOT / "alerts.yml", tmp_path / "alerts.yml")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["alerts.yml"],
