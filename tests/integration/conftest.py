@@ -75,3 +75,20 @@ def effects_conn(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
     conn.execute(EFFECTS_TABLE)
     return conn
+
+
+@pytest.fixture
+def metrics_worker(dsn: str) -> Iterator[tuple[Any, int]]:
+    """A `listener run` process serving /metrics on a free loopback port: (process, port)."""
+    from tests.integration.engine_support import WorkerProcess, free_port
+
+    port = free_port()
+    process = WorkerProcess(
+        dsn, "--handlers", "tests.observability_handlers",
+        "--metrics-host", "127.0.0.1", "--metrics-port", str(port),
+    )  # fmt: skip
+    try:
+        process.wait_started()
+        yield process, port
+    finally:
+        process.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,13 @@ CREATE TABLE IF NOT EXISTS test_effects (
     task_id uuid NOT NULL, what text NOT NULL, pid integer, at timestamptz DEFAULT now()
 )
 """
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def fault_registry() -> Registry:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,15 +17,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from listener import cli, doctor
 from listener.doctor import Level
+from tests.integration.engine_support import free_port
 from tests.tools import require_tool
 
 LISTEN_TITLE = "LISTEN/NOTIFY works on this connection"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run_as(server_host: str) -> pwd.struct_passwd | None:
@@ -71,7 +65,7 @@ def via_pgbouncer(pg_admin_dsn: str) -> Iterator[Callable[[str], str]]:
     same database reached through it."""
     binary = require_tool("pgbouncer")  # skips or fails as LISTENER_TEST_TOOLS says
     folder = Path(tempfile.mkdtemp(prefix="listener-pgbouncer-"))
-    port = _free_port()
+    port = free_port()
     ini = _write_config(folder, pg_admin_dsn, port)
     user = _run_as(str(conninfo_to_dict(pg_admin_dsn).get("host") or ""))
     if user is not None:

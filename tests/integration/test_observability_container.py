@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.deploy import image
-from tests.integration.engine_support import wait_until
+from tests.integration.engine_support import free_port, wait_until
 from tests.tools import ROOT
 
 pytestmark = [
@@ -65,12 +64,6 @@ def podman(env: dict[str, str], *args: str, check: bool = True) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed:\n{result.stderr}")
     return result.stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, str]:

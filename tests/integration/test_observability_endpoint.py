@@ -8,20 +8,12 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.engine_support import ROOT, WorkerProcess, wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -30,20 +22,6 @@ def get(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-@pytest.fixture
-def worker(dsn: str) -> Iterator[tuple[WorkerProcess, int]]:
-    port = free_port()
-    process = WorkerProcess(
-        dsn, "--handlers", "tests.observability_handlers",
-        "--metrics-host", "127.0.0.1", "--metrics-port", str(port),
-    )  # fmt: skip
-    try:
-        process.wait_started()
-        yield process, port
-    finally:
-        process.stop()
 
 
 def gauges(body: str) -> dict[tuple[str, str | None], float]:
@@ -55,9 +33,9 @@ def gauges(body: str) -> dict[tuple[str, str | None], float]:
 
 
 def test_running_worker_is_alive_ready_and_exports_queue_gauges(
-    conn: psycopg.Connection[Any], worker: tuple[WorkerProcess, int]
+    conn: psycopg.Connection[Any], metrics_worker: tuple[WorkerProcess, int]
 ) -> None:
-    _, port = worker
+    _, port = metrics_worker
     conn.execute("INSERT INTO tasks (type) SELECT 'nobody_handles_this' FROM generate_series(1, 3)")
 
     assert get(port, "/healthz") == (200, json.dumps({"alive": True}) + "\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,30 +22,10 @@ import psycopg
 import pytest
 import yaml
 
-from tests.integration.engine_support import WorkerProcess
+from tests.integration.engine_support import WorkerProcess, free_port
 from tests.tools import ROOT, require_tool
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def worker(dsn: str) -> Iterator[tuple[WorkerProcess, int]]:
-    port = free_port()
-    process = WorkerProcess(
-        dsn, "--handlers", "tests.observability_handlers",
-        "--metrics-host", "127.0.0.1", "--metrics-port", str(port),
-    )  # fmt: skip
-    try:
-        process.wait_started()
-        yield process, port
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -56,7 +35,7 @@ def prometheus_binary() -> str:
 
 @pytest.fixture
 def prometheus(
-    tmp_path: Path, prometheus_binary: str, worker: tuple[WorkerProcess, int]
+    tmp_path: Path, prometheus_binary: str, metrics_worker: tuple[WorkerProcess, int]
 ) -> Iterator[str]:
     """Prometheus scraping the worker; the binary is checked first, before a worker starts."""
     binary = prometheus_binary
@@ -65,7 +44,10 @@ def prometheus(
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["alerts.yml"],
         "scrape_configs": [
-            {"job_name": "listener", "static_configs": [{"targets": [f"127.0.0.1:{worker[1]}"]}]}
+            {
+                "job_name": "listener",
+                "static_configs": [{"targets": [f"127.0.0.1:{metrics_worker[1]}"]}],
+            }
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
