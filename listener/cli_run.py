@@ -125,12 +125,19 @@ async def _serve(worker: Worker, metrics_host: str, metrics_port: int) -> None:
 
 async def _handle_signals(worker: Worker) -> None:
     """First SIGTERM/SIGINT: drain within the grace period. Second: stop now."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        count = 0
-        async for signum in signals:
-            count += 1
-            log.info("worker.signal", signal=signal.Signals(signum).name, count=count)
-            worker.request_stop(None if count == 1 else 0.0)
+    try:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            count = 0
+            async for signum in signals:
+                count += 1
+                log.info("worker.signal", signal=signal.Signals(signum).name, count=count)
+                worker.request_stop(None if count == 1 else 0.0)
+    finally:
+        # Leaving the receiver restores the default (fatal) actions. By now the
+        # worker has released its tasks: a late "stop now" must not turn the
+        # clean exit that follows into a death by signal.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _start_metrics(worker: Worker, host: str, port: int) -> Any:

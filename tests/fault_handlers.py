@@ -36,6 +36,13 @@ async def sleep(task: Task) -> None:
     await anyio.sleep(float(task.payload.get("s", 1.0)))
 
 
+@handler("announced_sleep")
+async def announced_sleep(task: Task) -> None:
+    """Sleeps after saying so in the worker's output, so a test knows it is running."""
+    print(f"handler.started {task.id}", flush=True)
+    await anyio.sleep(float(task.payload.get("s", 1.0)))
+
+
 @handler("sync_sleep")
 def sync_sleep(task: Task) -> None:
     time.sleep(float(task.payload.get("s", 1.0)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -87,9 +88,9 @@ def test_stop_signal_finishes_quick_tasks_releases_slow_ones_and_exits_zero(
     dsn: str, conn: psycopg.Connection[Any], signum: int
 ) -> None:
     with worker_processes(dsn, 1, "--grace-s", "1.5") as (worker,):
-        quick = [create_task("sleep", {"s": 0.3}, conn=conn) for _ in range(2)]
-        slow = [create_task("sleep", {"s": 60}, conn=conn) for _ in range(2)]
-        wait_until(lambda: statuses(conn).get("processing") == 4)
+        quick = [create_task("announced_sleep", {"s": 0.3}, conn=conn) for _ in range(2)]
+        slow = [create_task("announced_sleep", {"s": 60}, conn=conn) for _ in range(2)]
+        wait_until(lambda: worker.log().count(b"handler.started") == 4)
         worker.signal(signum)
         assert worker.wait(20) == 0
     for task_id in quick:
@@ -103,12 +104,29 @@ def test_second_sigterm_releases_running_tasks_at_once(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
     with worker_processes(dsn, 1, "--grace-s", "60") as (worker,):
-        task_id = create_task("sleep", {"s": 60}, conn=conn)
-        wait_until(lambda: _row(conn, task_id)[0] == "processing")
+        task_id = create_task("announced_sleep", {"s": 60}, conn=conn)
+        wait_until(lambda: f"handler.started {task_id}".encode() in worker.log())
         worker.signal(signal.SIGTERM)
         wait_until(lambda: b"worker.stopping" in worker.log())
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0
+        assert b'"in_flight": 1' in worker.log()
+    assert _row(conn, task_id)[:3] == ("pending", 0, None)
+
+
+def test_a_storm_of_stop_signals_still_ends_in_a_clean_exit_with_the_task_released(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    # Signals keep arriving through the drain, the release and interpreter exit:
+    # none of them may turn the clean exit into a death by signal.
+    with worker_processes(dsn, 1, "--grace-s", "60") as (worker,):
+        task_id = create_task("announced_sleep", {"s": 60}, conn=conn)
+        wait_until(lambda: f"handler.started {task_id}".encode() in worker.log())
+        deadline = time.monotonic() + 30
+        while worker.proc.poll() is None and time.monotonic() < deadline:
+            worker.signal(signal.SIGTERM)
+            time.sleep(0.001)
+        assert worker.wait(5) == 0
     assert _row(conn, task_id)[:3] == ("pending", 0, None)
 
 
