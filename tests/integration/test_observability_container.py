@@ -160,7 +160,10 @@ def test_container_serves_metrics_is_healthy_runs_a_task_and_drains_on_sigterm(
     assert samples[("listener_listening", None)] == 1
 
     running = insert(conn, "obs_slow", {"s": 2})
-    wait_until(lambda: status_of(conn, running) == "processing", timeout_s=15)
+    # In flight in the worker, not only marked processing: a signal between the
+    # claim's commit and its reply would (correctly) release the task instead.
+    in_flight = "\nlistener_tasks_in_flight 1.0\n"
+    wait_until(lambda: in_flight in http_get(container.url("/metrics"))[1], timeout_s=15)
     podman(container.env, "stop", "-t", "30", container.name)  # SIGTERM, then waits
     exit_code = podman(container.env, "inspect", container.name, "--format", "{{.State.ExitCode}}")
     assert exit_code == "0", container.logs()
