@@ -19,20 +19,24 @@ ENQUEUE_CHUNK = 1000
 
 
 class Clock:
-    """First job start and job count, updated by the no-op handlers."""
+    """First and last job start and job count, updated by the no-op handlers."""
 
     def __init__(self) -> None:
         self.first: float | None = None
+        self.last: float | None = None
         self.done = 0
 
     def tick(self) -> None:
+        self.last = time.perf_counter()
         if self.first is None:
-            self.first = time.perf_counter()
+            self.first = self.last
         self.done += 1
 
     def result(self, end: float) -> dict[str, Any]:
-        seconds = end - (self.first or end)
-        return {"done": self.done, "seconds": seconds}
+        """Seconds from the first job's start to the last job's start (generous to the
+        peer: its last acknowledgement and its drain-mode exit are not counted)."""
+        seconds = (self.last or end) - (self.first or end)
+        return {"done": self.done, "seconds": seconds, "seconds_to_exit": end - (self.first or end)}
 
 
 async def pgqueuer_drain(dsn: str, jobs: int, batch_size: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ retried with tenacity; cancellation is never retried.
 
 from __future__ import annotations
 
+import collections
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -98,13 +99,17 @@ class Acks:
 
     def _report(self, batch: dict[uuid.UUID, Finished], done: set[uuid.UUID] | None) -> None:
         log_completions = log.is_enabled_for(logging.INFO)
+        completed: collections.Counter[str] = collections.Counter()
         for task_id, item in batch.items():
             if done is not None and task_id in done:
-                self.metrics.finished(item.type, "completed", item.duration_s)
+                completed[item.type] += 1
+                self.metrics.task_duration.observe(item.type, item.duration_s)
                 if log_completions:
                     log.info("task.completed", **_fields(item))
             else:
                 log.warning("task.ack_ignored", outcome="completed", **_fields(item))
+        for task_type, count in completed.items():
+            self.metrics.finished_batch(task_type, "completed", count)
 
     async def _complete_batch(self, ids: list[uuid.UUID]) -> set[uuid.UUID] | None:
         async def call(conn: psycopg.AsyncConnection[Any]) -> set[uuid.UUID]:

@@ -3,19 +3,24 @@
 Woken by NOTIFY, by freed slots (when the last claim filled every slot), by the
 timer for the next scheduled run_at, and by a jittered fallback poll. Each wake
 claims in batches until a claim comes back short or the slots are full.
+
+Claimed tasks wait in a queue. Idle slots are woken one at a time: a slot that
+takes a task wakes the next idle slot only if more tasks are queued, so handlers
+that finish without waiting run back to back in one slot (two wake-ups per batch,
+not one per task), while handlers that wait fan out over as many slots as needed.
 """
 
 from __future__ import annotations
 
-import math
+import collections
 import random
 import uuid
 from datetime import datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import psycopg
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from psycopg_pool import AsyncConnectionPool
 
 from listener.executor import Executor, task_from_row
@@ -27,6 +32,10 @@ from listener.store import engine as store
 from listener.wakeup import Wakeup
 
 log = get_logger("listener.dispatcher")
+
+# A slot running handlers that never wait yields to the event loop this often,
+# so the claim loop, the completer and the heartbeat keep their turns.
+YIELD_EVERY = 64
 
 
 class Dispatcher:
@@ -65,6 +74,11 @@ class Dispatcher:
         self._idle = anyio.Event()
         self._idle.set()
         self._slots_scope: anyio.CancelScope | None = None
+        self._queued: collections.deque[Task] = collections.deque()  # claimed, not started
+        # One event per slot waiting for work.
+        self._idle_slots: collections.deque[anyio.Event] = collections.deque()
+        self._slot_waking = False  # a slot was woken and has not taken its task yet
+        self._closed = False
         self._more_waiting = False
         # With a backlog, refill slots in batches, not one claim per finished task.
         self._refill_at = max(1, min(claim_batch, concurrency) // 2)
@@ -77,17 +91,18 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claim and run tasks until ``stopping``; returns when every slot has exited."""
-        send: MemoryObjectSendStream[Task]
-        receive: MemoryObjectReceiveStream[Task]
-        send, receive = anyio.create_memory_object_stream[Task](math.inf)
         async with anyio.create_task_group() as slots:
             self._slots_scope = slots.cancel_scope
-            with receive:
-                for _ in range(self.concurrency):
-                    slots.start_soon(self._slot, receive.clone())
-            with send:
-                await self._claim_loop(send)
-            # The stream is closed: each slot exits after the task it is running.
+            for _ in range(self.concurrency):
+                slots.start_soon(self._slot)
+            try:
+                await self._claim_loop()
+            finally:
+                # Each slot exits after the task it is running; queued tasks stay
+                # in ``running`` for shutdown to release.
+                self._closed = True
+                while self._idle_slots:
+                    self._idle_slots.popleft().set()
 
     def cancel_running(self) -> None:
         """Interrupt every running handler (the grace period is over)."""
@@ -106,13 +121,13 @@ class Dispatcher:
             self._next_run_at = run_at
             self.wakeup.kick()  # re-arm the timer with the earlier time
 
-    async def _claim_loop(self, send: MemoryObjectSendStream[Task]) -> None:
+    async def _claim_loop(self) -> None:
         while not self.stopping:
             await self.wakeup.wait(self._sleep_s())
             if self.stopping:
                 return
             try:
-                await self._claim_until_empty(send)
+                await self._claim_until_empty()
             except psycopg.OperationalError as exc:
                 log.warning("dispatcher.claim_failed", error=str(exc).strip().splitlines()[0])
                 await anyio.sleep(random.uniform(0.1, 0.5))
@@ -126,60 +141,75 @@ class Dispatcher:
             sleep_s = min(sleep_s, max(until_due, 0.0) + 0.005)
         return sleep_s
 
-    async def _claim_until_empty(self, send: MemoryObjectSendStream[Task]) -> None:
+    async def _claim_until_empty(self) -> None:
         while not self.stopping and self.free_slots > 0:
             want = min(self.free_slots, self.claim_batch)
             async with self.pool.connection() as conn:
                 rows = await store.claim(conn, self.worker_id, want, self.types, self.lease_s)
-                for row in rows:  # slots start on these at our next await
-                    send.send_nowait(self._claimed(row))
+                if rows:
+                    self._enqueue(rows)
                 self._more_waiting = len(rows) == want
                 if len(rows) < want:
                     # The queue is drained: arm the timer for the next scheduled task.
                     self._next_run_at = await store.next_run_at(conn, self.types)
                     return
 
-    def _claimed(self, row: tuple[Any, ...]) -> Task:
+    def _enqueue(self, rows: list[tuple[Any, ...]]) -> None:
+        """Queue a claim's rows for the slots (they start at our next await)."""
+        if not self.running:
+            self._idle = anyio.Event()
+        claimed: collections.Counter[str] = collections.Counter()
+        for row in rows:
+            task = self._task(row)
+            self.running[task.id] = task.type
+            self._queued.append(task)
+            claimed[task.type] += 1
+        for task_type, count in claimed.items():
+            self.metrics.claimed_batch(task_type, count)
+        self._wake_a_slot()
+
+    def _task(self, row: tuple[Any, ...]) -> Task:
         spec = self.registry.get(row[1])
         default_max = (spec.options.max_attempts if spec else None) or self.default_max_attempts
         task, pickup_delay_s = task_from_row(row, default_max)
-        self.metrics.claimed(task.type, pickup_delay_s)
-        if not self.running:
-            self._idle = anyio.Event()
-        self.running[task.id] = task.type
-        self.metrics.in_flight.inc()
+        self.metrics.picked_up(task.type, pickup_delay_s)
         return task
 
-    async def _slot(self, receive: MemoryObjectReceiveStream[Task]) -> None:
-        with receive:
-            while True:
-                try:
-                    # Take what is buffered without a checkpoint per task; await
-                    # (and so yield to the loop) only when the buffer is empty.
-                    task = receive.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        task = await receive.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
+    def _wake_a_slot(self) -> None:
+        if self._queued and self._idle_slots and not self._slot_waking:
+            self._slot_waking = True
+            self._idle_slots.popleft().set()
+
+    async def _slot(self) -> None:
+        ran = 0
+        while True:
+            if not self._queued or self.stopping:
+                if self._closed:
                     return
-                if self.stopping:
-                    continue  # not started: shutdown releases it
-                spec = self.registry.get(task.type)
-                try:
-                    if spec is not None:
-                        await self.executor.execute(spec, task)
-                except Exception:
-                    # An engine bug, not a handler error: the lease expires and the
-                    # task is rescued; this slot keeps serving.
-                    log.exception("task.engine_error", task_id=str(task.id))
-                self._finished(task.id)
+                woken = anyio.Event()
+                self._idle_slots.append(woken)
+                await woken.wait()
+                self._slot_waking = False
+                ran = 0
+                continue
+            task = self._queued.popleft()
+            self._wake_a_slot()  # more queued: the next idle slot takes the next task
+            spec = self.registry.get(task.type)
+            try:
+                if spec is not None:
+                    await self.executor.execute(spec, task)
+            except Exception:
+                # An engine bug, not a handler error: the lease expires and the
+                # task is rescued; this slot keeps serving.
+                log.exception("task.engine_error", task_id=str(task.id))
+            self._finished(task.id)
+            ran += 1
+            if ran % YIELD_EVERY == 0:
+                await anyio.lowlevel.checkpoint()
 
     def _finished(self, task_id: uuid.UUID) -> None:
         """The handler is done (its outcome written or queued); free the slot."""
         del self.running[task_id]
-        self.metrics.in_flight.dec()
         if not self.running:
             self._idle.set()
         if self._more_waiting and self.free_slots >= self._refill_at and not self.stopping:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -10,10 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from listener import policy
+from listener import logs, policy
 from listener.acks import Acks, Finished
 from listener.logs import get_logger
 from listener.metrics import Metrics
@@ -67,10 +67,7 @@ class Executor:
 
     async def execute(self, spec: HandlerSpec, task: Task) -> None:
         """Run the handler and write its outcome. Cancellation (shutdown) propagates."""
-        # Handlers' own log lines carry the task; the UUID is rendered only if logged.
-        structlog.contextvars.bind_contextvars(
-            task_id=task.id, type=task.type, attempt=task.attempt
-        )
+        logs.current_task.set(task)  # handlers' own log lines carry the task
         if task.attempt > task.max_attempts:  # e.g. max_attempts lowered since it was queued
             exhausted = f"AttemptsExhausted: attempt {task.attempt} of {task.max_attempts}"
             if await self.acks.fail(task.id, exhausted):
@@ -80,6 +77,9 @@ class Executor:
         started = time.perf_counter()
         error = await self._call(spec, task)
         duration_s = time.perf_counter() - started
+        if error is None and not spec.transactional:  # the hot path: nothing to decide
+            self.acks.complete_later(Finished(task.id, task.type, task.attempt, duration_s))
+            return  # the completer counts and logs it once its batch commits
         if isinstance(error, LeaseLost):
             log.warning("task.lease_lost", duration_s=round(duration_s, 6))
             return
@@ -91,17 +91,11 @@ class Executor:
         """The handler's exception (or None); cancellation is re-raised, never swallowed."""
         timeout_s = spec.options.timeout_s or self.settings.default_timeout_s
         try:
+            if timeout_s is None:  # no scope to enter: it costs more than a no-op handler
+                await self._run_handler(spec, task)
+                return None
             with anyio.move_on_after(timeout_s) as deadline:
-                if spec.transactional:
-                    await self._call_in_transaction(spec, task)
-                elif spec.is_async:
-                    await spec.func(task)
-                else:
-                    # A sync handler can't be interrupted: past its timeout the thread
-                    # is abandoned (it holds a thread slot until it returns).
-                    await anyio.to_thread.run_sync(
-                        spec.func, task, abandon_on_cancel=True, limiter=self.thread_limiter
-                    )
+                await self._run_handler(spec, task)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
@@ -109,6 +103,18 @@ class Executor:
         if deadline.cancelled_caught:
             return HandlerTimeout(f"handler ran past its {timeout_s:g}s timeout")
         return None
+
+    async def _run_handler(self, spec: HandlerSpec, task: Task) -> None:
+        if spec.transactional:
+            await self._call_in_transaction(spec, task)
+        elif spec.is_async:
+            await spec.func(task)
+        else:
+            # A sync handler can't be interrupted: past its timeout the thread
+            # is abandoned (it holds a thread slot until it returns).
+            await anyio.to_thread.run_sync(
+                spec.func, task, abandon_on_cancel=True, limiter=self.thread_limiter
+            )
 
     async def _call_in_transaction(self, spec: HandlerSpec, task: Task) -> None:
         """Handler writes and the completion commit together, or not at all."""
@@ -153,7 +159,7 @@ def task_from_row(row: tuple[Any, ...], default_max_attempts: int) -> tuple[Task
     task = Task(
         id=id_ if isinstance(id_, uuid.UUID) else uuid.UUID(str(id_)),
         type=type_,
-        payload=payload,
+        payload=json.loads(payload),
         attempt=attempts,
         max_attempts=max_attempts or default_max_attempts,
         created_at=created_at,
@@ -163,4 +169,4 @@ def task_from_row(row: tuple[Any, ...], default_max_attempts: int) -> tuple[Task
         lease_expires_at=lease_expires_at,
         worker_id=worker_id,
     )
-    return task, float(pickup_delay_s or 0.0)
+    return task, pickup_delay_s or 0.0

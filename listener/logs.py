@@ -6,17 +6,28 @@ Payloads, email addresses and secrets are never logged.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import uuid
 from collections.abc import MutableMapping
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import structlog
 
 from listener.redaction import REDACTED, SECRET_KEYS, redact_text
 
+if TYPE_CHECKING:
+    from listener.models import Task
+
 LogFormat = Literal["auto", "json", "console"]
+
+# The task a slot is running: every line logged while it runs (the engine's and the
+# handler's own) carries its id, type and attempt. One set() per task; the fields
+# are only built for lines actually logged.
+current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
+    "listener_current_task", default=None
+)
 
 
 def _redact_value(value: Any, depth: int = 0) -> Any:
@@ -65,6 +76,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_current_task,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -77,6 +89,17 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+
+
+def _add_current_task(
+    logger: object, method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    task = current_task.get()
+    if task is not None:
+        event_dict.setdefault("task_id", task.id)
+        event_dict.setdefault("type", task.type)
+        event_dict.setdefault("attempt", task.attempt)
+    return event_dict
 
 
 def _stringify_uuids(

@@ -5,15 +5,18 @@ Labels are task types and outcomes only: never a task id or a payload value.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import platform
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from listener import __version__
@@ -47,14 +50,13 @@ class Metrics:
             "Task attempts finished, by outcome: completed, retried, failed, released, rescued.",
             ["type", "outcome"], registry=registry,
         )  # fmt: skip
-        self.task_duration = Histogram(
-            "listener_task_duration_seconds", "Handler run time.", ["type"],
-            buckets=DURATION_BUCKETS_S, registry=registry,
-        )  # fmt: skip
-        self.pickup_delay = Histogram(
+        self.task_duration = TypeHistogram(
+            "listener_task_duration_seconds", "Handler run time.", DURATION_BUCKETS_S, registry
+        )
+        self.pickup_delay = TypeHistogram(
             "listener_task_pickup_delay_seconds",
             "From when a task became due (created or run_at) to its claim, database clock.",
-            ["type"], buckets=PICKUP_BUCKETS_S, registry=registry,
+            PICKUP_BUCKETS_S, registry,
         )  # fmt: skip
         self.in_flight = Gauge(
             "listener_tasks_in_flight", "Tasks this worker is running now.", registry=registry
@@ -74,32 +76,81 @@ class Metrics:
             ["version", "python", "psycopg"], registry=registry,
         )  # fmt: skip
         self.build_info.labels(__version__, platform.python_version(), psycopg.__version__).set(1)
-        self._claimed_children: dict[str, tuple[Counter, Histogram]] = {}
+        self._claimed_children: dict[str, Counter] = {}
         self._finished_children: dict[tuple[str, str], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
 
     # labels() costs more than the increment itself: keep each child once.
     def claimed(self, task_type: str, pickup_delay_s: float) -> None:
-        children = self._claimed_children.get(task_type)
-        if children is None:
-            children = (
-                self.tasks_claimed.labels(task_type), self.pickup_delay.labels(task_type)
-            )  # fmt: skip
-            self._claimed_children[task_type] = children
-        children[0].inc()
-        children[1].observe(max(pickup_delay_s, 0.0))
+        """One task claimed, ``pickup_delay_s`` after it became due."""
+        self.claimed_batch(task_type, 1)
+        self.picked_up(task_type, pickup_delay_s)
+
+    def claimed_batch(self, task_type: str, count: int) -> None:
+        counter = self._claimed_children.get(task_type)
+        if counter is None:
+            counter = self._claimed_children[task_type] = self.tasks_claimed.labels(task_type)
+        counter.inc(count)
+
+    def picked_up(self, task_type: str, pickup_delay_s: float) -> None:
+        self.pickup_delay.observe(task_type, max(pickup_delay_s, 0.0))
+
+    def count_in_flight(self, in_flight: Callable[[], float]) -> None:
+        """Read the in-flight gauge from the worker at scrape time (no per-task cost)."""
+        self.in_flight.set_function(in_flight)
 
     def finished(self, task_type: str, outcome: str, duration_s: float | None = None) -> None:
+        self.finished_batch(task_type, outcome, 1)
+        if duration_s is not None:
+            self.task_duration.observe(task_type, duration_s)
+
+    def finished_batch(self, task_type: str, outcome: str, count: int) -> None:
+        """``count`` attempts of ``task_type`` ended with ``outcome``."""
         key = (task_type, outcome)
         counter = self._finished_children.get(key)
         if counter is None:
             counter = self._finished_children[key] = self.tasks_finished.labels(*key)
-        counter.inc()
-        if duration_s is not None:
-            duration = self._duration_children.get(task_type)
-            if duration is None:
-                duration = self._duration_children[task_type] = self.task_duration.labels(task_type)
-            duration.observe(duration_s)
+        counter.inc(count)
+
+
+class TypeHistogram(Collector):
+    """A histogram by task type, cheap enough to observe once per task.
+
+    prometheus_client's Histogram takes two locks and scans the buckets in Python
+    on every observation, which costs more than running a no-op task. Here an
+    observation is a bisect and two additions on the event loop's thread; the
+    scrape copies the counts (the GIL keeps each copy whole) and exposes the same
+    samples: ``_bucket{le}``, ``_count`` and ``_sum``, labelled by ``type``.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.upper_bounds = (*sorted(buckets), math.inf)
+        self._le = [repr(float(b)) if b < math.inf else "+Inf" for b in self.upper_bounds]
+        self._by_type: dict[str, list[float]] = {}  # per bucket (not cumulative), then the sum
+        registry.register(self)
+
+    def observe(self, task_type: str, value: float) -> None:
+        counts = self._by_type.get(task_type)
+        if counts is None:
+            counts = self._by_type[task_type] = [0.0] * (len(self.upper_bounds) + 1)
+        counts[bisect.bisect_left(self.upper_bounds, value)] += 1
+        counts[-1] += value
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["type"])
+        for task_type, counts in list(self._by_type.items()):
+            snapshot = counts[:]
+            cumulative = itertools.accumulate(snapshot[:-1])
+            family.add_metric(
+                [task_type], list(zip(self._le, cumulative, strict=True)), sum_value=snapshot[-1]
+            )
+        yield family
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=["type"])]
 
 
 class QueueCollector(Collector):

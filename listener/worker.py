@@ -146,6 +146,7 @@ class Worker:
                 anyio.CapacityLimiter(s.concurrency),
             )  # fmt: skip
             self.dispatcher = dispatcher = self._dispatcher(pool, executor)
+            self.metrics.count_in_flight(lambda: len(dispatcher.running))
             async with anyio.create_task_group() as services:
                 services.start_soon(acks.run_completer)
                 services.start_soon(self._tick)
@@ -201,8 +202,8 @@ class Worker:
         await acks.flush()
         leftover = dict(dispatcher.running)
         released = await acks.release(list(leftover))
+        dispatcher.running.clear()
         for task_id, task_type in leftover.items():
-            self.metrics.in_flight.dec()
             if task_id in released:
                 self.metrics.finished(task_type, "released")
                 log.info("task.released", task_id=str(task_id), type=task_type)

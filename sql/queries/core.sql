@@ -17,7 +17,7 @@ WHERE dedupe_key = %(dedupe_key)s AND status IN ('pending', 'processing');
 -- name: insert_tasks
 INSERT INTO public.tasks (id, type, payload, run_at, priority, max_attempts, dedupe_key)
 SELECT id, type, payload::jsonb, coalesce(run_at, now()), priority, max_attempts, dedupe_key
-FROM unnest(%(ids)s::uuid[], %(types)s::text[], %(payloads)s::text[],
+FROM unnest(%(ids)b::uuid[], %(types)s::text[], %(payloads)s::text[],
             %(run_ats)s::timestamptz[], %(priorities)s::smallint[],
             %(max_attempts)s::integer[], %(dedupe_keys)s::text[])
      AS new(id, type, payload, run_at, priority, max_attempts, dedupe_key)
