@@ -41,9 +41,10 @@ async def _kick_soon(wakeup: Wakeup) -> None:
 def test_claimed_row_becomes_task_with_effective_max_attempts() -> None:
     task_id = uuid.uuid4()
     now = datetime.now(UTC)
-    row = (task_id, "t", {"a": 1}, 2, None, now, now, 0, None, now, "w", 0.004)
+    row = (task_id, "t", '{"a": 1}', 2, None, now, now, 0, None, now, "w", 0.004)
     task, pickup_delay_s = task_from_row(row, default_max_attempts=7)
     assert (task.id, task.attempt, task.max_attempts, pickup_delay_s) == (task_id, 2, 7, 0.004)
+    assert task.payload == {"a": 1}  # the claim sends payload as text
     explicit = task_from_row((*row[:4], 3, *row[5:]), default_max_attempts=7)[0]
     assert explicit.max_attempts == 3
 
