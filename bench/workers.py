@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import psutil
@@ -115,6 +116,18 @@ def wait_until_drained(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"queue not drained within {timeout_s:.0f} s")
             time.sleep(0.05)
+
+
+def wait_for_file(
+    path: Path, procs: Sequence[subprocess.Popen[bytes]], timeout_s: float = 30.0
+) -> None:
+    """Wait until a process says it is ready by creating ``path``."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        check_alive(procs)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path.name} not created within {timeout_s:.0f} s")
+        time.sleep(0.05)
 
 
 def rss_mb(proc: subprocess.Popen[Any]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import signal
 from typing import Any
@@ -95,8 +96,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         default_max_attempts=args.max_attempts,
     )
     worker = Worker(settings, default_registry, Metrics(CollectorRegistry()))
+    _settle_garbage_collector()
     anyio.run(_serve, worker, args.metrics_host, args.metrics_port)
     return 0
+
+
+def _settle_garbage_collector() -> None:
+    """Keep the collector off the start-up objects, which live as long as the process.
+
+    Every full collection otherwise walks the ~200,000 objects that imports leave
+    behind: a pause of tens of milliseconds, at random, in the middle of a pickup.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def ensure_schema(target: config.DatabaseTarget) -> None:

@@ -150,7 +150,9 @@ class Dispatcher:
                     self._enqueue(rows)
                 self._more_waiting = len(rows) == want
                 if len(rows) < want:
-                    # The queue is drained: arm the timer for the next scheduled task.
+                    # The queue is drained: arm the timer for the next scheduled task,
+                    # once the slots have started what we just claimed.
+                    await anyio.lowlevel.checkpoint()
                     self._next_run_at = await store.next_run_at(conn, self.types)
                     return
 
