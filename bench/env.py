@@ -108,6 +108,11 @@ def unfinished(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
+def any_unfinished(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(query("bench_any_unfinished")).fetchone()
+    return bool(row and row[0])
+
+
 def run_sql(dsn: str, name: str, params: dict[str, Any] | None = None) -> None:
     """Run one named query in its own autocommit connection."""
     with connect(dsn) as conn:

@@ -111,7 +111,7 @@ def wait_until_drained(
     """Poll until no task is pending or processing (the workers must stay alive)."""
     deadline = time.monotonic() + timeout_s
     with env.connect(dsn) as conn:
-        while env.unfinished(conn) > 0:
+        while env.any_unfinished(conn):
             check_alive(procs)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"queue not drained within {timeout_s:.0f} s")
