@@ -44,13 +44,13 @@ class Executor:
     def __init__(
         self,
         acks: Acks,
-        pool: AsyncConnectionPool[Any],
+        handler_pool: AsyncConnectionPool[Any] | None,
         metrics: Metrics,
         settings: ExecutionSettings,
         thread_limiter: anyio.CapacityLimiter,
     ) -> None:
         self.acks = acks
-        self.pool = pool
+        self.handler_pool = handler_pool  # None when no handler is transactional
         self.metrics = metrics
         self.settings = settings
         self.thread_limiter = thread_limiter
@@ -117,8 +117,15 @@ class Executor:
             )
 
     async def _call_in_transaction(self, spec: HandlerSpec, task: Task) -> None:
-        """Handler writes and the completion commit together, or not at all."""
-        async with self.pool.connection() as conn, conn.transaction():
+        """Handler writes and the completion commit together, or not at all.
+
+        The connection is not in autocommit mode: the transaction opens with the
+        handler's first statement and the pool commits it when the block ends (rolls
+        it back on an exception), so a handler that calls an API first is not idle in
+        a transaction meanwhile.
+        """
+        assert self.handler_pool is not None, "the worker opens it for transactional types"
+        async with self.handler_pool.connection() as conn:
             await spec.func(task, conn)
             done = await store.complete(conn, [task.id], self.acks.worker_id)
             if task.id not in done:

@@ -6,6 +6,7 @@ slots) -> executor (run, timeout) -> policy (decide) -> acks (write) -> metrics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -135,10 +136,10 @@ class Worker:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
-        async with _open_pool(s) as pool:
+        async with _open_pool(s) as pool, self._open_handler_pool() as handler_pool:
             acks = Acks(pool, s.worker_id, self.metrics, deadline_s=s.ack_deadline_s)
             executor = Executor(
-                acks, pool, self.metrics,
+                acks, handler_pool, self.metrics,
                 ExecutionSettings(
                     s.default_timeout_s,
                     policy.RetryPolicy(s.default_max_attempts, s.backoff_base_s, s.backoff_max_s),
@@ -249,6 +250,27 @@ class Worker:
             if deleted:
                 log.info("retention.pruned", deleted=deleted, older_than_s=older_than_s)
 
+    def _open_handler_pool(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Connections for transactional handlers, if this worker runs any.
+
+        Their own pool, so that handlers that hold a connection for their whole run
+        (waiting on an API, say) can never starve the claims, acks and lease
+        renewals of the engine's pool. Not autocommit: the transaction begins with
+        the handler's first statement, so work done before it holds no transaction.
+        """
+        specs = [self.registry.get(task_type) for task_type in self.types]
+        if not any(spec is not None and spec.transactional for spec in specs):
+            return contextlib.nullcontext(None)
+        s = self.settings
+        return AsyncConnectionPool(
+            s.dsn,
+            min_size=0,
+            max_size=s.concurrency,  # at most one per slot
+            kwargs=db.connect_kwargs(autocommit=False),
+            open=False,
+            name=f"listener-{s.worker_id}-handlers",
+        )
+
     def _max_attempts_by_type(self) -> dict[str, int]:
         limits = {}
         for task_type in self.types:
@@ -291,8 +313,9 @@ class Worker:
 
 
 def _open_pool(s: WorkerSettings) -> AsyncConnectionPool[Any]:
-    # Claims, acks, heartbeats and transactional handlers share this pool; the
-    # LISTEN connection is separate. Autocommit: one round trip per statement.
+    # Claims, acks, heartbeats, presence and retention share this pool; the LISTEN
+    # connection and transactional handlers have their own. Autocommit: one round
+    # trip per statement.
     return AsyncConnectionPool(
         s.dsn,
         min_size=2,
