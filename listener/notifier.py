@@ -41,10 +41,12 @@ class Notifier:
         probe_interval_s: float = 5.0,
         probe_timeout_s: float = 5.0,
         max_backoff_s: float = 5.0,
+        on_listening: Callable[[bool], None] | None = None,
     ) -> None:
         self.dsn = dsn
         self.channel = channel
         self.on_wake = on_wake
+        self.on_listening = on_listening  # told of every change, e.g. for /readyz
         self.metrics = metrics
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
@@ -113,6 +115,8 @@ class Notifier:
     def _set_listening(self, up: bool) -> None:
         self.listening = up
         self.metrics.listening.set(1 if up else 0)
+        if self.on_listening is not None:
+            self.on_listening(up)
 
 
 def _one_line(exc: BaseException) -> str:

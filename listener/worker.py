@@ -152,9 +152,11 @@ class Worker:
                 services.start_soon(acks.run_completer)
                 services.start_soon(self._tick)
                 if s.listen:
-                    notifier = Notifier(s.dsn, NOTIFY_CHANNEL, dispatcher.wakeup.kick, self.metrics)
+                    notifier = Notifier(
+                        s.dsn, NOTIFY_CHANNEL, dispatcher.wakeup.kick, self.metrics,
+                        on_listening=self._set_listening,
+                    )  # fmt: skip
                     await services.start(notifier.run)
-                    services.start_soon(self._mirror_listening, notifier)
                 await self._register(pool)
                 services.start_soon(self._housekeeping, pool, dispatcher, acks)
                 log.info(
@@ -214,10 +216,8 @@ class Worker:
             self.health.loop_tick = time.monotonic()
             await anyio.sleep(1.0)
 
-    async def _mirror_listening(self, notifier: Notifier) -> None:
-        while True:
-            self.health.listening = notifier.listening
-            await anyio.sleep(0.2)
+    def _set_listening(self, up: bool) -> None:
+        self.health.listening = up
 
     async def _housekeeping(
         self, pool: AsyncConnectionPool[Any], dispatcher: Dispatcher, acks: Acks
