@@ -119,13 +119,11 @@ class Executor:
     async def _call_in_transaction(self, spec: HandlerSpec, task: Task) -> None:
         """Handler writes and the completion commit together, or not at all.
 
-        The connection is not in autocommit mode: the transaction opens with the
-        handler's first statement and the pool commits it when the block ends (rolls
-        it back on an exception), so a handler that calls an API first is not idle in
-        a transaction meanwhile.
+        The transaction is opened before the handler runs, so a ``conn.transaction()``
+        block inside the handler is a savepoint of it, never a commit of its own.
         """
         assert self.handler_pool is not None, "the worker opens it for transactional types"
-        async with self.handler_pool.connection() as conn:
+        async with self.handler_pool.connection() as conn, conn.transaction():
             await spec.func(task, conn)
             done = await store.complete(conn, [task.id], self.acks.worker_id)
             if task.id not in done:

@@ -255,8 +255,7 @@ class Worker:
 
         Their own pool, so that handlers that hold a connection for their whole run
         (waiting on an API, say) can never starve the claims, acks and lease
-        renewals of the engine's pool. Not autocommit: the transaction begins with
-        the handler's first statement, so work done before it holds no transaction.
+        renewals of the engine's pool.
         """
         specs = [self.registry.get(task_type) for task_type in self.types]
         if not any(spec is not None and spec.transactional for spec in specs):
@@ -266,7 +265,7 @@ class Worker:
             s.dsn,
             min_size=0,
             max_size=s.concurrency,  # at most one per slot
-            kwargs=db.connect_kwargs(autocommit=False),
+            kwargs=db.connect_kwargs(autocommit=True),
             open=False,
             name=f"listener-{s.worker_id}-handlers",
         )

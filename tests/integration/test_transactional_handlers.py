@@ -1,4 +1,4 @@
-"""Transactional handlers: their own connections, and no open transaction before they write."""
+"""Transactional handlers: their own connections, and their writes commit with the completion."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ def _registry(api_wait_s: float) -> Registry:
             "INSERT INTO test_effects (task_id, what, pid) VALUES (%s, 'effect', 0)", (task.id,)
         )
 
+    @handler("savepoint_then_fail", transactional=True, max_attempts=1, registry=registry)
+    async def savepoint_then_fail(task: Task, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Writes inside its own conn.transaction() block, then fails."""
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO test_effects (task_id, what, pid) VALUES (%s, 'effect', 0)",
+                (task.id,),
+            )
+        raise ValueError("fails after its block")
+
     @handler(
         "write_then_hang", transactional=True, timeout_s=0.5, max_attempts=1, registry=registry
     )
@@ -44,30 +54,16 @@ def _registry(api_wait_s: float) -> Registry:
     return registry
 
 
-def _sessions_idle_in_transaction(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND state = 'idle in transaction'"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def test_a_handler_waiting_on_an_api_before_it_writes_holds_no_open_transaction(
+async def test_a_block_inside_a_transactional_handler_is_undone_when_the_handler_fails(
     dsn: str, effects_conn: psycopg.Connection[Any]
 ) -> None:
     conn = effects_conn
-    async with running_worker(dsn, _registry(api_wait_s=1.5), concurrency=4):
-        conn.execute("INSERT INTO tasks (type) SELECT 'api_then_write' FROM generate_series(1, 3)")
-        await eventually(lambda: statuses(conn) == {"processing": 3})
-        seen = []
-        while statuses(conn).get("processing"):
-            seen.append(_sessions_idle_in_transaction(conn))
-            await anyio.sleep(0.1)
-        await eventually(lambda: statuses(conn) == {"completed": 3})
-    assert seen
-    assert max(seen) == 0
-    assert ledger(conn)["tasks_with_one_effect"] == 3
+    async with running_worker(dsn, _registry(api_wait_s=0), concurrency=2):
+        conn.execute("INSERT INTO tasks (type) VALUES ('savepoint_then_fail')")
+        await eventually(lambda: statuses(conn) == {"failed": 1})
+    # The handler's own transaction() block was a savepoint of the completing
+    # transaction, not a commit of its own.
+    assert conn.execute("SELECT count(*) FROM test_effects").fetchone() == (0,)
 
 
 async def test_many_transactional_handlers_holding_connections_never_starve_the_engine(
