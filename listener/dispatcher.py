@@ -163,9 +163,14 @@ class Dispatcher:
         claimed: collections.Counter[str] = collections.Counter()
         for row in rows:
             task = self._task(row)
+            claimed[task.type] += 1
+            if task.id in self.running:
+                # Our lease lapsed (a stall) and we claimed it back while our own run
+                # goes on: that run completes it; a second one would only duplicate.
+                log.warning("task.reclaimed_while_running", task_id=str(task.id))
+                continue
             self.running[task.id] = task.type
             self._queued.append(task)
-            claimed[task.type] += 1
         for task_type, count in claimed.items():
             self.metrics.claimed_batch(task_type, count)
         self._wake_a_slot()
@@ -211,7 +216,7 @@ class Dispatcher:
 
     def _finished(self, task_id: uuid.UUID) -> None:
         """The handler is done (its outcome written or queued); free the slot."""
-        del self.running[task_id]
+        self.running.pop(task_id, None)
         if not self.running:
             self._idle.set()
         if self._more_waiting and self.free_slots >= self._refill_at and not self.stopping:

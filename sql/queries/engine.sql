@@ -4,16 +4,10 @@
 
 -- name: claim_tasks
 -- payload as text: json.loads on a str costs half of psycopg's jsonb loader.
--- The claim commits without waiting for its WAL flush (this transaction only):
--- the completion, which does wait, flushes it too. If the server crashes first,
--- the claim is lost and the task is pending again, or kept and later rescued:
--- either way it runs again, as at-least-once promises. It saves a flush wait
--- on every claim, which is most of a one-task claim's latency.
 SELECT id, type, payload::text, attempts, max_attempts, created_at, run_at, priority,
        dedupe_key, lease_expires_at, worker_id,
        extract(epoch FROM now() - greatest(run_at, created_at))::float8 AS pickup_delay_s
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS without_flush_wait,
-     listener.claim_tasks(%(worker_id)s, %(limit)s, %(types)s, %(lease_s)s);
+FROM listener.claim_tasks(%(worker_id)s, %(limit)s, %(types)s, %(lease_s)s);
 
 -- name: complete_tasks
 UPDATE public.tasks

@@ -176,24 +176,6 @@ def test_task_locked_by_a_foreign_key_check_is_still_claimable(
         holder.rollback()
 
 
-def test_the_engines_claim_skips_the_flush_wait_for_its_own_commit_only(
-    conn: psycopg.Connection[Any],
-) -> None:
-    from listener.sqlfiles import query
-
-    conn.execute("SET synchronous_commit = on")  # test databases run with it off
-    task_id = _insert(conn, "send_email")
-    params = {"worker_id": "w1", "limit": 10, "types": None, "lease_s": 30}
-    with conn.transaction():
-        claimed = conn.execute(query("claim_tasks"), params).fetchall()
-        in_claim = conn.execute("SHOW synchronous_commit").fetchone()
-    after = conn.execute("SHOW synchronous_commit").fetchone()
-    assert [row[0] for row in claimed] == [task_id]
-    assert in_claim == ("off",)
-    # The pooled connection's next statements (completions) wait for the flush again.
-    assert after == ("on",)
-
-
 def test_claim_tasks_is_plpgsql_so_its_plan_is_cached_per_session(
     conn: psycopg.Connection[Any],
 ) -> None:
