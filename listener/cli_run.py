@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
+import os
 import signal
+import sys
 from typing import Any
 
 import anyio
@@ -125,31 +128,35 @@ def ensure_schema(target: config.DatabaseTarget) -> None:
 
 async def _serve(worker: Worker, metrics_host: str, metrics_port: int) -> None:
     server = _start_metrics(worker, metrics_host, metrics_port)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_handle_signals, worker)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_handle_signals, worker)
+        try:
             await worker.run()
-            tg.cancel_scope.cancel()
-    finally:
-        if server is not None:
-            server.close()
+        finally:
+            if server is not None:
+                server.close()
+        # Drained, tasks put back, connections closed: leave from here, with the
+        # signal receiver still installed. The interpreter's own shutdown would
+        # wait for any thread still running an abandoned (timed-out) sync handler,
+        # and a stop signal meanwhile would meet the default, fatal, action.
+        _exit_now(0)
 
 
 async def _handle_signals(worker: Worker) -> None:
     """First SIGTERM/SIGINT: drain within the grace period. Second: stop now."""
-    try:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            count = 0
-            async for signum in signals:
-                count += 1
-                log.info("worker.signal", signal=signal.Signals(signum).name, count=count)
-                worker.request_stop(None if count == 1 else 0.0)
-    finally:
-        # Leaving the receiver restores the default (fatal) actions. By now the
-        # worker has released its tasks: a late "stop now" must not turn the
-        # clean exit that follows into a death by signal.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        count = 0
+        async for signum in signals:
+            count += 1
+            log.info("worker.signal", signal=signal.Signals(signum).name, count=count)
+            worker.request_stop(None if count == 1 else 0.0)
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _start_metrics(worker: Worker, host: str, port: int) -> Any:

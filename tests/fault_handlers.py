@@ -48,6 +48,12 @@ def sync_sleep(task: Task) -> None:
     time.sleep(float(task.payload.get("s", 1.0)))
 
 
+@handler("sync_hang", timeout_s=0.3, max_attempts=1)
+def sync_hang(task: Task) -> None:
+    """Runs past its timeout in a thread that can't be interrupted (it is abandoned)."""
+    time.sleep(float(task.payload.get("s", 20.0)))
+
+
 @handler("slow_effect", transactional=True)
 async def slow_effect(task: Task, conn: psycopg.AsyncConnection[Any]) -> None:
     """Sleeps, then writes an effect with the completion (one effect per completion)."""

@@ -130,6 +130,16 @@ def test_a_storm_of_stop_signals_still_ends_in_a_clean_exit_with_the_task_releas
     assert _row(conn, task_id)[:3] == ("pending", 0, None)
 
 
+def test_a_drained_worker_exits_without_waiting_for_an_abandoned_handler_thread(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with worker_processes(dsn, 1) as (worker,):
+        task_id = create_task("sync_hang", {"s": 20}, conn=conn)
+        wait_until(lambda: _row(conn, task_id)[0] == "failed")  # timed out; thread abandoned
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(5) == 0  # not 20 s later, when the thread would return
+
+
 def test_killed_listener_backend_reconnects_and_processes_what_arrived(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
