@@ -104,6 +104,21 @@ class Dispatcher:
                 while self._idle_slots:
                     self._idle_slots.popleft().set()
 
+    def stop_claiming(self) -> dict[uuid.UUID, str]:
+        """Claim nothing more; hand back the tasks claimed but not started (id -> type).
+
+        They leave ``running``, so the grace period waits only for started handlers.
+        """
+        self.stopping = True
+        self.wakeup.kick()
+        unstarted = {task.id: task.type for task in self._queued}
+        self._queued.clear()
+        for task_id in unstarted:
+            self.running.pop(task_id, None)
+        if not self.running:
+            self._idle.set()
+        return unstarted
+
     def cancel_running(self) -> None:
         """Interrupt every running handler (the grace period is over)."""
         if self._slots_scope is not None:

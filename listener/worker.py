@@ -166,7 +166,7 @@ class Worker:
                 task_status.started()
                 dispatcher.wakeup.kick()
                 async with anyio.create_task_group() as draining:
-                    draining.start_soon(self._drain_when_asked, dispatcher)
+                    draining.start_soon(self._drain_when_asked, dispatcher, acks)
                     await dispatcher.run()
                     draining.cancel_scope.cancel()
                 await self._release_unfinished(dispatcher, acks)
@@ -183,12 +183,13 @@ class Worker:
             poll_interval_s=s.poll_interval_s, default_max_attempts=s.default_max_attempts,
         )  # fmt: skip
 
-    async def _drain_when_asked(self, dispatcher: Dispatcher) -> None:
+    async def _drain_when_asked(self, dispatcher: Dispatcher, acks: Acks) -> None:
         """On stop: claim no more, give running tasks the grace period, then interrupt."""
         await self._stop_requested.wait()
-        dispatcher.stopping = True
-        dispatcher.wakeup.kick()
+        unstarted = dispatcher.stop_claiming()
         log.info("worker.stopping", in_flight=len(dispatcher.running), grace_s=self._grace_s)
+        if unstarted:  # claimed, never started: no reason to keep them through the grace
+            await self._put_back(unstarted, acks)
         deadline = anyio.current_time() + self._grace_s
         while dispatcher.running and anyio.current_time() < deadline:
             # Wake on the grace deadline, a second signal, or the last task finishing.
@@ -204,9 +205,12 @@ class Worker:
         """Write queued completions, then put back what never finished (attempt not counted)."""
         await acks.flush()
         leftover = dict(dispatcher.running)
-        released = await acks.release(list(leftover))
         dispatcher.running.clear()
-        for task_id, task_type in leftover.items():
+        await self._put_back(leftover, acks)
+
+    async def _put_back(self, tasks: dict[uuid.UUID, str], acks: Acks) -> None:
+        released = await acks.release(list(tasks))
+        for task_id, task_type in tasks.items():
             if task_id in released:
                 self.metrics.finished(task_type, "released")
                 log.info("task.released", task_id=str(task_id), type=task_type)

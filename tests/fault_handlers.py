@@ -48,6 +48,12 @@ def sync_sleep(task: Task) -> None:
     time.sleep(float(task.payload.get("s", 1.0)))
 
 
+@handler("spin")
+async def spin(task: Task) -> None:
+    """Busy for 2 ms without ever yielding: a batch of these runs back to back in one slot."""
+    time.sleep(0.002)  # noqa: ASYNC251 - blocking on purpose: it must never yield
+
+
 @handler("sync_hang", timeout_s=0.3, max_attempts=1)
 def sync_hang(task: Task) -> None:
     """Runs past its timeout in a thread that can't be interrupted (it is abandoned)."""

@@ -130,6 +130,31 @@ def test_a_storm_of_stop_signals_still_ends_in_a_clean_exit_with_the_task_releas
     assert _row(conn, task_id)[:3] == ("pending", 0, None)
 
 
+def test_stop_puts_back_claimed_tasks_that_never_started_at_once_not_after_the_grace(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with worker_processes(dsn, 1, "--grace-s", "60", "--concurrency", "2001") as (worker,):
+        sleeper = create_task("announced_sleep", {"s": 60}, conn=conn)
+        wait_until(lambda: f"handler.started {sleeper}".encode() in worker.log())
+        conn.execute("INSERT INTO tasks (type) SELECT 'spin' FROM generate_series(1, 2000)")
+        wait_until(lambda: statuses(conn).get("completed", 0) >= 20)
+        worker.signal(signal.SIGTERM)
+        # The sleeper has its grace period; the claimed tasks that never started go
+        # back now, for other workers, instead of when the grace period ends.
+        wait_until(lambda: statuses(conn).get("processing") == 1, timeout_s=10)
+        put_back = conn.execute(
+            "SELECT count(*) FROM tasks WHERE type = 'spin' AND status = 'pending' "
+            "AND attempts = 0 AND worker_id IS NULL"
+        ).fetchone()
+        assert put_back is not None
+        assert put_back[0] > 0
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    counts = statuses(conn)
+    assert set(counts) <= {"completed", "pending"}
+    assert sum(counts.values()) == 2001
+
+
 def test_a_drained_worker_exits_without_waiting_for_an_abandoned_handler_thread(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
