@@ -36,7 +36,7 @@ class Clock:
         """Seconds from the first job's start to the last job's start (generous to the
         peer: its last acknowledgement and its drain-mode exit are not counted)."""
         seconds = (self.last or end) - (self.first or end)
-        return {"done": self.done, "seconds": seconds, "seconds_to_exit": end - (self.first or end)}
+        return {"done": self.done, "seconds": seconds}
 
 
 async def pgqueuer_drain(dsn: str, jobs: int, batch_size: int) -> dict[str, Any]:

@@ -84,8 +84,7 @@ class Executor:
             log.warning("task.lease_lost", duration_s=round(duration_s, 6))
             return
         decision = policy.decide(task.attempt, self.retry_policy(spec, task), error)
-        already_completed = error is None and spec.transactional
-        await self._acknowledge(task, decision, duration_s, already_completed)
+        await self._acknowledge(task, decision, duration_s)
 
     async def _call(self, spec: HandlerSpec, task: Task) -> BaseException | None:
         """The handler's exception (or None); cancellation is re-raised, never swallowed."""
@@ -129,14 +128,9 @@ class Executor:
             if task.id not in done:
                 raise LeaseLost(str(task.id))
 
-    async def _acknowledge(
-        self, task: Task, decision: policy.Outcome, duration_s: float, already_completed: bool
-    ) -> None:
-        if decision.action == "complete" and not already_completed:
-            self.acks.complete_later(Finished(task.id, task.type, task.attempt, duration_s))
-            return  # the completer counts and logs it once its batch commits
+    async def _acknowledge(self, task: Task, decision: policy.Outcome, duration_s: float) -> None:
         fields: dict[str, Any] = {"duration_s": round(duration_s, 6)}
-        if decision.action == "complete":
+        if decision.action == "complete":  # a transactional handler's, already committed
             ok, outcome, event = True, "completed", "task.completed"
         elif decision.action == "retry":
             run_at = await self.acks.retry(
