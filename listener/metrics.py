@@ -71,6 +71,38 @@ class Metrics:
         self.listening = Gauge(
             "listener_listening", "1 while the LISTEN connection is up.", registry=registry
         )
+        self.claims = Counter(
+            "listener_claims",
+            "Claim statements sent, by result: tasks (claimed some) or empty.",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        self._claims_with_tasks = self.claims.labels("tasks")
+        self._claims_empty = self.claims.labels("empty")
+        self.loop_errors = Counter(
+            "listener_loop_errors",
+            "Failures of the worker's service loops (each was logged, backed off and retried).",
+            ["loop", "error"], registry=registry,
+        )  # fmt: skip
+        self.leases_lost = Counter(
+            "listener_leases_lost",
+            "Running tasks whose lease the database had given to someone else.",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.abandoned_threads = Gauge(
+            "listener_handler_threads_abandoned",
+            "Sync handler threads still running past their timeout (each holds its slot).",
+            registry=registry,
+        )  # fmt: skip
+        self.oldest_running = Gauge(
+            "listener_task_oldest_running_seconds",
+            "How long the longest-running handler in this worker has run.",
+            registry=registry,
+        )  # fmt: skip
+        self.outcomes_pending = Gauge(
+            "listener_outcomes_pending",
+            "Finished attempts whose outcome is not written yet (kept leased meanwhile).",
+            registry=registry,
+        )  # fmt: skip
         self.build_info = Gauge(
             "listener_build_info", "Versions of listener and what it runs on.",
             ["version", "python", "psycopg"], registry=registry,
@@ -94,9 +126,23 @@ class Metrics:
     def picked_up(self, task_type: str, pickup_delay_s: float) -> None:
         self.pickup_delay.observe(task_type, max(pickup_delay_s, 0.0))
 
-    def count_in_flight(self, in_flight: Callable[[], float]) -> None:
-        """Read the in-flight gauge from the worker at scrape time (no per-task cost)."""
+    def count_in_flight(
+        self,
+        in_flight: Callable[[], float],
+        oldest_running_s: Callable[[], float],
+        outcomes_pending: Callable[[], float],
+    ) -> None:
+        """Read the in-flight gauges from the worker at scrape time (no per-task cost)."""
         self.in_flight.set_function(in_flight)
+        self.oldest_running.set_function(oldest_running_s)
+        self.outcomes_pending.set_function(outcomes_pending)
+
+    def claimed_rows(self, count: int) -> None:
+        """One claim statement came back with ``count`` tasks."""
+        (self._claims_with_tasks if count else self._claims_empty).inc()
+
+    def loop_failed(self, loop: str, error: str) -> None:
+        self.loop_errors.labels(loop, error).inc()
 
     def finished(self, task_type: str, outcome: str, duration_s: float | None = None) -> None:
         self.finished_batch(task_type, outcome, 1)

@@ -39,6 +39,9 @@ class HandlerSpec:
     is_async: bool
     transactional: bool
     options: HandlerOptions
+    # Raises ConfigError when the handler's settings are missing; `listener run`
+    # calls it once at start-up to warn (tasks still wait, unharmed, for the fix).
+    check_settings: Callable[[], object] | None = None
 
 
 class Registry:
@@ -95,6 +98,7 @@ def handler(
     backoff_base_s: float | None = None,
     backoff_max_s: float | None = None,
     transactional: bool = False,
+    check_settings: Callable[[], object] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated function as the handler for ``task_type``.
@@ -102,6 +106,7 @@ def handler(
     ``async def f(task)`` runs on the event loop; ``def f(task)`` runs in a worker
     thread. With ``transactional=True`` an async handler is called as
     ``f(task, conn)`` inside the transaction that marks the task completed.
+    ``check_settings`` raises ConfigError if the handler's settings are missing.
     """
     try:
         validate_task_type(task_type)
@@ -116,7 +121,7 @@ def handler(
             raise ConfigError(
                 f"handler for {task_type!r}: transactional handlers must be async functions"
             )
-        spec = HandlerSpec(task_type, func, is_async, transactional, options)
+        spec = HandlerSpec(task_type, func, is_async, transactional, options, check_settings)
         # Not `registry or default_registry`: an empty Registry is falsy (__len__).
         (default_registry if registry is None else registry).register(spec)
         return func
