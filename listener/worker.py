@@ -33,6 +33,7 @@ from listener.logs import get_logger
 from listener.metrics import Metrics
 from listener.notifier import Notifier
 from listener.registry import Registry, default_registry
+from listener.scheduler import Scheduler
 from listener.store import engine as store
 
 log = get_logger("listener.worker")
@@ -238,6 +239,9 @@ class Worker:
             tg.start_soon(heartbeat.run)
             tg.start_soon(rescuer.run)
             tg.start_soon(self._presence, pool)
+            # Schedules (cron=/every=) and published limits: listener/scheduler.py.
+            specs = [spec for t in self.types if (spec := self.registry.get(t)) is not None]
+            tg.start_soon(Scheduler(pool, s.worker_id, specs, self.metrics).run)
             if s.prune_older_than_s is not None:
                 tg.start_soon(self._retention, pool, s.prune_older_than_s)
 
