@@ -77,12 +77,7 @@ class Scheduler:
         async with self._pool.connection() as conn:
             now = await store.database_now(conn)
             if self._baselines is None:
-                await store.register_schedules(
-                    conn,
-                    {t: s.description for t, s in self.schedules.items()},
-                    {t: s.next_after(now) for t, s in self.schedules.items()},
-                )
-                self._baselines = await store.baselines(conn, list(self.schedules))
+                self._baselines = await self._register(conn, now)
             if anyio.current_time() >= self._publish_due:
                 await store.publish_worker(
                     conn, self._worker_id, self.limits,
@@ -93,17 +88,23 @@ class Scheduler:
                 await self._enqueue_due(conn, task_type, schedule, now)
         if not self._started:  # registered, published, missed runs caught up
             self._started = True
-            log.info(
-                "scheduler.started",
-                schedules={t: s.description for t, s in self.schedules.items()},
-                limits=self.limits,
-            )
-        if not self.schedules:
+            described = {t: s.description for t, s in self.schedules.items()}
+            log.info("scheduler.started", schedules=described, limits=self.limits)
+        upcoming = {t: s.next_after(now) for t, s in self.schedules.items()}
+        for task_type, instant in upcoming.items():
+            self._metrics.schedule_next_run(task_type, instant.timestamp())
+        if not upcoming:
             return MAX_SLEEP_S
-        upcoming = min(s.next_after(now) for s in self.schedules.values())
-        for task_type, schedule in self.schedules.items():
-            self._metrics.schedule_next_run(task_type, schedule.next_after(now).timestamp())
-        return min((upcoming - now).total_seconds() + WAKE_AFTER_S, MAX_SLEEP_S)
+        return min((min(upcoming.values()) - now).total_seconds() + WAKE_AFTER_S, MAX_SLEEP_S)
+
+    async def _register(self, conn: store.Conn, now: datetime) -> dict[str, datetime]:
+        """Create or refresh this worker's schedules' rows; their baselines."""
+        await store.register_schedules(
+            conn,
+            {t: s.description for t, s in self.schedules.items()},
+            {t: s.next_after(now) for t, s in self.schedules.items()},
+        )
+        return await store.baselines(conn, list(self.schedules))
 
     async def _enqueue_due(
         self, conn: store.Conn, task_type: str, schedule: Schedule, now: datetime

@@ -1,5 +1,6 @@
-"""The schedules' SQL: an instant is enqueued once however many workers race for it;
-`listener status` reads limits and schedules from what workers publish."""
+"""The schedules' SQL and the scheduler's pass: an instant is enqueued once however many
+workers race for it, the scheduler sleeps until the next instant, and `listener status`
+reads limits and schedules from what workers publish."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from typing import Any
 import anyio
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
+from psycopg_pool import AsyncConnectionPool
 
+from listener.metrics import Metrics
+from listener.models import Task
+from listener.registry import Registry, handler
+from listener.scheduler import MAX_SLEEP_S, WAKE_AFTER_S, Scheduler
 from listener.store import schedules as store
 from tests.integration.support import run_cli
 
@@ -176,3 +183,41 @@ def test_status_of_a_fleet_without_limits_or_schedules_says_nothing_about_them(
     text = run_cli("status", "--dsn", dsn).stdout
     assert "limits" not in text
     assert "schedules" not in text
+
+
+def _scheduler(pool: AsyncConnectionPool[Any], **options: Any) -> Scheduler:
+    registry = Registry()
+
+    @handler("scheduled", registry=registry, **options)
+    async def scheduled(task: Task) -> None:
+        return None
+
+    spec = registry.get("scheduled")
+    assert spec is not None
+    return Scheduler(pool, "w1", [spec], Metrics(CollectorRegistry()))
+
+
+@pytest.mark.anyio
+async def test_scheduler_sleeps_until_the_next_instant_by_the_database_clock(
+    dsn: str, conn: psycopg.Connection[Any], anyio_backend: str
+) -> None:
+    async with AsyncConnectionPool(dsn, kwargs={"autocommit": True}, min_size=1) as pool:
+        yearly = _scheduler(pool, cron="0 0 1 1 *")
+        assert await yearly.run_once() == MAX_SLEEP_S  # nothing for weeks: re-check in 30 s
+        conn.execute("DELETE FROM listener.schedules")
+
+        every_second = _scheduler(pool, every="1s")
+        delay_s = await every_second.run_once()
+        woke_at = _db_now_s(conn) + delay_s
+        assert 0 < delay_s <= 1 + WAKE_AFTER_S
+        assert woke_at % 1 < 0.25  # just after a whole second of the database's clock
+        await anyio.sleep(delay_s)
+        assert await every_second.run_once() <= 1 + WAKE_AFTER_S
+    (count,) = conn.execute("SELECT count(*) FROM tasks").fetchone() or (0,)
+    assert count == 1  # the instant it woke for, once
+
+
+def _db_now_s(conn: psycopg.Connection[Any]) -> float:
+    row = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+    assert row is not None
+    return float(row[0])

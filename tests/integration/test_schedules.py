@@ -6,12 +6,14 @@ instant's task carries ``{"scheduled_for": ISO}`` and must appear exactly once.
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import signal
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +25,7 @@ from listener import create_task
 from tests.integration.engine_support import ROOT, WorkerProcess, free_port, wait_until
 from tests.integration.support import run_cli
 from tests.integration.test_readme_commands import _readme_block
+from tests.tools import require_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,8 +53,12 @@ def _started(dsn: str, count: int, *args: str, **kw: Any) -> list[WorkerProcess]
     for w in workers:
         w.wait_started()
     for w in workers:  # registered, published, missed runs caught up
-        wait_until(lambda w=w: b'"scheduler.started"' in w.log(), timeout_s=20)
+        wait_until(partial(_has_started_scheduling, w), timeout_s=20)
     return workers
+
+
+def _has_started_scheduling(worker: WorkerProcess) -> bool:
+    return b'"scheduler.started"' in worker.log()
 
 
 def _stop(workers: list[WorkerProcess]) -> None:
@@ -301,6 +308,35 @@ def test_workers_publish_effective_limits_and_schedules_for_status(
     text = run_cli("status", "--dsn", dsn).stdout
     assert "limited  running 0/3  rate " in text
     assert "every_second  every 1s  last " in text
+
+
+def _libfaketime() -> str:
+    require_tool("faketime")
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    assert found, "faketime is installed but libfaketime.so.1 is not where Debian puts it"
+    return found[0]
+
+
+def test_a_worker_whose_clock_is_ahead_fires_on_the_database_clock(
+    dsn: str, conn: psycopg.Connection[Any], processes: list[WorkerProcess]
+) -> None:
+    # libfaketime sets the worker's wall clock 20 s ahead (its monotonic clock, which
+    # anyio sleeps on, is left alone). Instants still come from the database's clock:
+    # each task is enqueued just after its instant, never 20 s early.
+    env = {"LD_PRELOAD": _libfaketime(), "FAKETIME": "+20s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    (worker,) = _started(dsn, 1, "--types", "every_second", env=env)
+    processes.append(worker)
+    (started,) = _log_events(worker, "scheduler.started")
+    skew = datetime.fromisoformat(started["timestamp"]) - _db_now(conn)
+    assert timedelta(seconds=15) < skew < timedelta(seconds=25)  # the worker's clock is off
+    wait_until(lambda: len(_instants(conn, "every_second")) >= 3, timeout_s=10)
+    late_s = [
+        float(late)
+        for (late,) in conn.execute(
+            "SELECT extract(epoch FROM created_at - run_at) FROM tasks WHERE type = 'every_second'"
+        )
+    ]
+    assert all(0 <= late < 0.5 for late in late_s), late_s
 
 
 def _readme_module(tmp_path: Path, key: str) -> str:

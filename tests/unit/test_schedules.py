@@ -14,8 +14,8 @@ from listener.schedules import Schedule, parse_cron, parse_every, parse_schedule
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def _utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, sec, tzinfo=UTC)
 
 
 def _instants(schedule: Schedule, start: datetime, count: int) -> list[datetime]:
