@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry
 from listener import config, db, logs, migrations
 from listener.cli import parse_duration
 from listener.errors import ConfigError
+from listener.limits import LimitOverride, parse_limit_override
 from listener.metrics import Metrics
-from listener.registry import default_registry
+from listener.registry import Registry, default_registry
 from listener.worker import Worker, WorkerSettings
 
 log = logs.get_logger("listener.run")
@@ -32,6 +33,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     run.add_argument("--concurrency", type=_positive_int, default=10, help="tasks at once")
     run.add_argument("--types", nargs="+", metavar="T", help="only these task types")
+    run.add_argument(
+        "--limit", action="append", type=_limit_override, default=[],
+        metavar="TYPE=global:N,rate:N/s|m|h",
+        help="fleet-wide limits for TYPE, over its handler's (repeatable; KEY:off removes one)",
+    )  # fmt: skip
     run.add_argument(
         "--metrics-port", type=int, default=9108,
         help="port for /metrics, /healthz, /readyz (default 9108; 0 disables)",
@@ -76,6 +82,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _limit_override(text: str) -> LimitOverride:
+    try:
+        return parse_limit_override(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def apply_limits(registry: Registry, overrides: list[LimitOverride]) -> None:
+    """Put each ``--limit`` on its type's spec, over the decorator's values."""
+    for override in overrides:
+        spec = registry.apply_limits(override)
+        log.info(
+            "worker.limits_set", type=spec.type,
+            global_concurrency=spec.options.global_concurrency,
+            rate_limit=None if spec.options.rate_limit is None else str(spec.options.rate_limit),
+        )  # fmt: skip
+
+
 def import_handlers(modules: list[str]) -> None:
     """Import each module so its @handler decorators register."""
     for name in modules:
@@ -114,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> Worker:
     import_handlers(args.handlers or ["handlers"])
+    apply_limits(default_registry, args.limit)
     target = db.resolve_dsn(args.dsn)
     ensure_schema(target)
     settings = WorkerSettings(

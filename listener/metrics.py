@@ -24,6 +24,8 @@ from listener.errors import DatabaseUnavailableError
 from listener.store import gauges
 
 OUTCOMES = ("completed", "retried", "failed", "released", "rescued")
+# Why a due task was left pending by the claim (listener.limits).
+THROTTLE_REASONS = ("global_concurrency", "rate_limit")
 
 # Sub-millisecond to minutes: pickup is ~1 ms with NOTIFY, up to the poll
 # interval without it, and far longer when a backlog builds.
@@ -108,6 +110,34 @@ class Metrics:
             ["version", "python", "psycopg"], registry=registry,
         )  # fmt: skip
         self.build_info.labels(__version__, platform.python_version(), psycopg.__version__).set(1)
+        self.tasks_throttled = Counter(
+            "listener_tasks_throttled",
+            "Due tasks a claim left pending because of a fleet-wide limit, by reason: "
+            "global_concurrency, rate_limit.",
+            ["type", "reason"], registry=registry,
+        )  # fmt: skip
+        self.schedule_next_run_timestamp = Gauge(
+            "listener_schedule_next_run_timestamp_seconds",
+            "When this worker's schedule next fires (Unix time, database clock).",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.schedule_runs_enqueued = Counter(
+            "listener_schedule_runs_enqueued",
+            "Scheduled instants this worker enqueued (each instant is enqueued once, "
+            "fleet-wide: sum over workers).",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.schedule_runs_skipped = Counter(
+            "listener_schedule_runs_skipped",
+            "Times missed scheduled runs (more than one interval late) were skipped.",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.scheduler_errors = Counter(
+            "listener_scheduler_errors",
+            "Scheduler passes that failed (database errors); the scheduler backs off and "
+            "goes on.",
+            registry=registry,
+        )  # fmt: skip
         self._claimed_children: dict[str, Counter] = {}
         self._finished_children: dict[tuple[str, str], Counter] = {}
 
@@ -156,6 +186,24 @@ class Metrics:
         if counter is None:
             counter = self._finished_children[key] = self.tasks_finished.labels(*key)
         counter.inc(count)
+
+    def throttled(self, task_type: str, reason: str, count: int = 1) -> None:
+        """``count`` due tasks of ``task_type`` left pending by a limit (THROTTLE_REASONS)."""
+        if reason not in THROTTLE_REASONS:
+            raise ValueError(f"unknown throttle reason {reason!r}")
+        self.tasks_throttled.labels(task_type, reason).inc(count)
+
+    def schedule_next_run(self, task_type: str, timestamp_s: float) -> None:
+        self.schedule_next_run_timestamp.labels(task_type).set(timestamp_s)
+
+    def schedule_enqueued(self, task_type: str) -> None:
+        self.schedule_runs_enqueued.labels(task_type).inc()
+
+    def schedule_skipped(self, task_type: str) -> None:
+        self.schedule_runs_skipped.labels(task_type).inc()
+
+    def scheduler_failed(self) -> None:
+        self.scheduler_errors.inc()
 
 
 class TypeHistogram(Collector):

@@ -41,6 +41,7 @@ from listener.logs import get_logger
 from listener.metrics import Metrics
 from listener.notifier import Notifier
 from listener.registry import Registry, default_registry
+from listener.scheduler import Scheduler
 from listener.store import engine as store
 from listener.supervise import Failures, supervised
 
@@ -238,6 +239,10 @@ class Worker:
             if s.prune_older_than_s is not None:
                 retention = functools.partial(self._retention, engine.dispatcher.pool)
                 services.start_soon(supervised, "retention", retention, self.failures)
+            # Schedules (cron=/every=) and published limits: listener/scheduler.py.
+            specs = [spec for t in self.types if (spec := self.registry.get(t)) is not None]
+            scheduler = Scheduler(engine.dispatcher.pool, s.worker_id, specs, self.metrics)
+            services.start_soon(supervised, "scheduler", scheduler.run, self.failures)
             log.info(
                 "worker.started", worker_id=s.worker_id, types=self.types,
                 concurrency=s.concurrency, listen=s.listen,
