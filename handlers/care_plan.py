@@ -70,9 +70,15 @@ def prompt(request: CarePlanRequest) -> list[dict[str, str]]:
 LIMITS = care_plan_limits()  # CARE_PLAN_GLOBAL_CONCURRENCY, CARE_PLAN_RATE_LIMIT; at import
 
 
+def _check_settings() -> None:
+    llm_settings()
+    care_plan_settings()
+
+
 @handler(
     "generate_care_plan", transactional=True,
     global_concurrency=LIMITS.global_concurrency, rate_limit=LIMITS.rate_limit,
+    check_settings=_check_settings,
 )  # fmt: skip
 async def generate_care_plan(task: Task, conn: psycopg.AsyncConnection[Any]) -> None:
     """Generate, store and announce the plan, all in the completing transaction."""

@@ -247,3 +247,18 @@ def test_crash_looping_poison_task_fails_after_max_attempts_while_others_complet
     assert (status, attempts) == ("failed", 3)
     assert "WorkerLost" in error
     assert ledger(conn)["tasks_with_one_effect"] == len(good)
+
+
+def test_a_task_that_hangs_past_the_grace_period_on_every_deploy_eventually_fails(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    task_id = create_task("announced_sleep", {"s": 3600}, conn=conn)
+    for deploy in (1, 2):
+        with worker_processes(dsn, 1, "--grace-s", "0.3", "--max-attempts", "2") as (worker,):
+            wait_until(lambda: f"handler.started {task_id}".encode() in worker.log())
+            worker.signal(signal.SIGTERM)
+            assert worker.wait(20) == 0
+        assert _row(conn, task_id)[1] == deploy  # each interrupted attempt counted
+    status, attempts, _, error = _row(conn, task_id)
+    assert (status, attempts) == ("failed", 2)
+    assert error == f"{INTERRUPTED}, and no attempts are left"

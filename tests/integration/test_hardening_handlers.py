@@ -228,3 +228,19 @@ async def test_a_missing_setting_waits_without_using_up_the_task(
     assert delay is not None
     assert delay[0] > 3.0  # a long wait, not the handler's backoff
     assert len(runs) == 1
+
+
+async def test_the_age_of_the_longest_running_handler_is_a_gauge(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    async with running_worker(dsn, fault_registry()) as worker:
+        metrics = worker.metrics.registry
+
+        def oldest() -> float:
+            return metrics.get_sample_value("listener_task_oldest_running_seconds") or 0.0
+
+        assert oldest() == 0.0
+        create_task("sleep", {"s": 1.5}, conn=conn)
+        await eventually(lambda: oldest() > 0.5)
+        await eventually(lambda: statuses(conn) == {"completed": 1})
+        assert oldest() == 0.0
