@@ -315,3 +315,21 @@ async def test_a_task_at_the_attempts_cap_does_not_break_every_claim(
         await eventually(lambda: {_row(conn, i)[0] for i in others} == {"completed"})
         await eventually(lambda: _row(conn, capped[0])[0] == "failed")
     assert _row(conn, capped[0])[2].startswith("AttemptsExhausted")
+
+
+def test_a_storm_of_wakeups_with_nothing_to_claim_is_held_to_a_floor(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    with worker_processes(dsn, 1, "--poll-interval-s", "30"):
+        before = _commits(conn)
+        with psycopg.connect(dsn, autocommit=True) as notifier:
+            deadline = time.monotonic() + 2.0
+            sent = 0
+            while time.monotonic() < deadline:  # forged wake-ups: nothing to claim
+                notifier.execute("SELECT pg_notify('listener_tasks', '')")
+                sent += 1
+        time.sleep(1.2)  # the statistics of the last claims arrive
+        spent = _commits(conn) - before - sent - 2
+    # At most one empty claim (and its follow-up query) per 10 ms floor, not one per wake.
+    assert sent > 1000, f"only {sent} notifications sent"
+    assert spent < 2 * 2.0 / 0.01 + 20, f"{spent} commits for {sent} empty wake-ups"
