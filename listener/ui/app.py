@@ -17,7 +17,6 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -53,6 +52,7 @@ class UiSettings:
     poll_interval_s: float = 3.0
     statement_timeout_ms: int = 5000
     pool_max_size: int = 4
+    pool_timeout_s: float = 5.0
     # Extra psycopg.connect() arguments (the performance test records statements).
     connect_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +81,7 @@ def create_app(settings: UiSettings) -> Starlette:
         settings.dsn,
         limits,
         max_size=settings.pool_max_size,
+        pool_timeout_s=settings.pool_timeout_s,
         connect_kwargs=settings.connect_kwargs,
     )
     state = UiState(settings, auth, database, _templates(), LoginThrottle())
@@ -155,7 +156,3 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-def empty(status_code: int = 204) -> Response:
-    return Response(status_code=status_code)
