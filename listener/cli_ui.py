@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from listener import config, db, logs
@@ -86,9 +88,10 @@ def _serve(
 
     from listener.ui.app import UiSettings, create_app
 
+    _Server = _server_class()
     settings = UiSettings(dsn=target.dsn, token=token, poll_interval_s=args.poll_interval_s)
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             create_app(settings),
             log_config=None,
@@ -107,3 +110,23 @@ def _serve(
     )
     server.run(sockets=[sock])
     log.info("ui.stopped")
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        """uvicorn's server, exiting 0 after a graceful stop on SIGTERM/SIGINT.
+
+        uvicorn re-raises the stop signal once it has shut down, so the process
+        would die of it (exit -15); like `listener run`, a requested stop is a
+        clean exit.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return Server
