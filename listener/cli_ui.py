@@ -115,7 +115,7 @@ def _serve(
 def _server_class() -> type[Any]:
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):
         """uvicorn's server, exiting 0 after a graceful stop on SIGTERM/SIGINT.
 
         uvicorn re-raises the stop signal once it has shut down, so the process

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import anyio
 
 from listener import PermanentError, Task, handler
 
@@ -10,5 +10,5 @@ from listener import PermanentError, Task, handler
 @handler("ui_flaky", max_attempts=1)
 async def ui_flaky(task: Task) -> None:
     """Fails at once until the file named in its payload exists, then completes."""
-    if not Path(task.payload["ok_file"]).exists():
+    if not await anyio.Path(task.payload["ok_file"]).exists():
         raise PermanentError("upstream refused the request")

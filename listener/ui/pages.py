@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from listener import logs
@@ -32,7 +32,13 @@ def routes() -> list[BaseRoute]:
         Route("/tasks/{task_id}/retry", retry, methods=["POST"], name="task_retry"),
         Route("/tasks/{task_id}/cancel", cancel, methods=["POST"], name="task_cancel"),
         Route("/actions/retry-failed", retry_failed, methods=["GET", "POST"], name="retry_failed"),
+        Route("/healthz", healthz, name="healthz"),
     ]
+
+
+async def healthz(request: Request) -> Response:
+    """200 while the process serves requests (liveness; the database is not asked)."""
+    return JSONResponse({"ok": True})
 
 
 def render(

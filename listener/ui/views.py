@@ -203,11 +203,15 @@ def _moment(when: Any) -> datetime:
     return datetime.fromisoformat(when) if isinstance(when, str) else when
 
 
-def timestamp(when: Any) -> str:
-    """2026-12-01 09:00:03 UTC."""
+def timestamp(when: Any, milliseconds: bool = False) -> str:
+    """2026-12-01 09:00:03 UTC (or 09:00:03.042 UTC)."""
     if when is None:
         return NONE
-    return _moment(when).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    moment = _moment(when).astimezone(UTC)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    if milliseconds:
+        text += f".{moment.microsecond // 1000:03d}"
+    return f"{text} UTC"
 
 
 def first_line(text: str | None, width: int = 120) -> str:

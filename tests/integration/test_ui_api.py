@@ -216,7 +216,8 @@ def test_a_read_only_dashboard_shows_no_buttons_and_refuses_every_action(
         form = http.post(f"/tasks/{failed}/retry", data={"csrf": "x"})
         bulk = http.post("/api/types/send_email/retry-failed")
     assert page.status_code == 200
-    assert 'id="retry"' not in page.text and "read-only" in page.text
+    assert 'id="retry"' not in page.text
+    assert "read-only" in page.text
     assert (api.status_code, form.status_code, bulk.status_code) == (403, 403, 403)
     assert "LISTENER_UI_TOKEN" in api.json()["error"]
     assert status_of(conn, failed) == "failed"
@@ -289,14 +290,16 @@ def test_payload_values_are_masked_unless_revealed_and_revealing_needs_the_token
         revealed = http.get(
             f"/api/tasks/{task}?reveal=1", headers={"Authorization": f"Bearer {TOKEN}"}
         )
-    assert "alice@example.com" not in page.text and "<code>to</code>" in page.text
+    assert "alice@example.com" not in page.text
+    assert "<code>to</code>" in page.text
     assert "payload" not in masked
     assert masked["payload_keys"] == [
         {"key": "tags", "kind": "array", "size": 2},
         {"key": "to", "kind": "string", "size": 17},
     ]
     assert refused.status_code == 401
-    assert redirected.status_code == 303 and "/login?next=" in redirected.headers["location"]
+    assert redirected.status_code == 303
+    assert "/login?next=" in redirected.headers["location"]
     assert revealed.json()["payload"] == {"to": "alice@example.com", "tags": [1, 2]}
     assert [e["task_id"] for e in logs if e["event"] == "ui.payload_revealed"] == [task]
 
@@ -350,9 +353,11 @@ def test_a_bad_parameter_is_a_400_with_one_line_saying_why(
     with client(dsn) as http:
         api = http.get(f"/api/tasks?{query}")
         page = http.get(f"/tasks?{query}")
-    assert api.status_code == 400 and message in api.json()["error"]
+    assert api.status_code == 400
+    assert message in api.json()["error"]
     assert "\n" not in api.json()["error"]
-    assert page.status_code == 400 and message.replace("'", "&#39;") in page.text
+    assert page.status_code == 400
+    assert message.replace("'", "&#39;") in page.text
 
 
 def test_the_search_box_finds_a_task_by_id_or_by_dedupe_key(
@@ -369,7 +374,8 @@ def test_the_search_box_finds_a_task_by_id_or_by_dedupe_key(
         by_id = http.get(f"/tasks?q={old}")
         by_key = http.get("/tasks?q=evt_42")
         unknown = http.get(f"/tasks?q={uuid.uuid4()}")
-    assert by_id.status_code == 303 and by_id.headers["location"].endswith(f"/tasks/{old}")
+    assert by_id.status_code == 303
+    assert by_id.headers["location"].endswith(f"/tasks/{old}")
     assert by_key.text.index(str(new)[:8]) < by_key.text.index(str(old)[:8])  # unfinished first
     assert "No task has the id" in unknown.text
 
@@ -381,7 +387,8 @@ def test_a_database_that_does_not_answer_is_a_503_with_the_reason(unused_port: i
         page = http.get("/")
     assert api.status_code == 503
     assert api.json()["error"].startswith("no connection to postgres at 127.0.0.1:")
-    assert page.status_code == 503 and "no connection to postgres" in page.text
+    assert page.status_code == 503
+    assert "no connection to postgres" in page.text
 
 
 def test_a_dashboard_without_actions_cannot_write_even_through_its_own_sessions(dsn: str) -> None:

@@ -21,7 +21,8 @@ from tests.integration.ui_support import client
 
 pytestmark = pytest.mark.skipif(
     not (os.environ.get("LISTENER_TEST_SLOW") == "1" or os.environ.get("TEST_DATABASE_URL")),
-    reason="builds 2,000,000 rows: runs in CI's TEST_DATABASE_URL pass, or with LISTENER_TEST_SLOW=1",
+    reason="builds 2,000,000 rows: runs in CI's TEST_DATABASE_URL pass or with "
+    "LISTENER_TEST_SLOW=1",
 )
 
 BUDGET_MS = 200.0

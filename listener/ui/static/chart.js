@@ -16,6 +16,8 @@
     ];
   }
 
+  function hhmm(ts) { return new Date(ts * 1000).toISOString().slice(11, 16); }
+
   function width() { return Math.max(target.clientWidth - 16, 300); }
 
   function draw() {
@@ -26,9 +28,12 @@
       height: 220,
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
       scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(max, 1)]; } } },
-      axes: [{}, { label: "tasks per minute", size: 60 }],
+      axes: [
+        { values: function (u, ticks) { return ticks.map(hhmm); } },
+        { label: "tasks per minute", size: 60 }
+      ],
       series: [
-        { label: "minute (UTC)" },
+        { label: "minute (UTC)", value: function (u, ts) { return ts == null ? "--" : hhmm(ts); } },
         { label: "completed", stroke: "#1c6b35", fill: "rgba(28,107,53,0.12)", width: 2 },
         { label: "failed", stroke: "#b3261e", width: 2 }
       ]
