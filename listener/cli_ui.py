@@ -127,6 +127,6 @@ def _server_class() -> type[Any]:
         def capture_signals(self) -> Iterator[None]:
             with super().capture_signals():
                 yield
-                self._captured_signals.clear()
+                getattr(self, "_captured_signals", []).clear()
 
     return Server

@@ -103,7 +103,6 @@ def create_app(settings: UiSettings) -> Starlette:
         middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan,
         exception_handlers=errors.handlers(),
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.ui = state
     return app

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from listener import logs
 from listener.store import ui as store
 from listener.ui import actions, params, views
-from listener.ui.app import state_of
+from listener.ui.app import MAX_BODY_BYTES, state_of
 from listener.ui.guard import CSRF_FIELD, Refused, authorize, client_of, session_caller
 
 log = logs.get_logger("listener.ui")
@@ -42,7 +42,12 @@ async def healthz(request: Request) -> Response:
 
 
 def render(
-    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+    *,
+    live: bool = True,
 ) -> Response:
     """A page with what every page needs: who is logged in, their CSRF token, a flash."""
     state = state_of(request)
@@ -56,7 +61,7 @@ def render(
             "logged_in": caller is not None,
             "csrf": state.auth.csrf_token(caller.nonce) if caller and caller.nonce else "",
             "csrf_field": CSRF_FIELD,
-            "poll_interval_ms": int(state.settings.poll_interval_s * 1000),
+            "poll_interval_ms": int(state.settings.poll_interval_s * 1000) if live else 0,
             "flash": flash,
             **context,
         },
@@ -116,6 +121,7 @@ async def task(request: Request) -> Response:
         request,
         "task.html",
         {"task": detail, "now": row["now"].isoformat(), "payload_json": payload_json},
+        live=not reveal,  # a refresh would reveal (and log) the payload again
     )
 
 
@@ -161,11 +167,25 @@ async def read_form(request: Request) -> dict[str, str]:
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind != "application/x-www-form-urlencoded":
         raise Refused(415, "send the form as application/x-www-form-urlencoded")
-    body = (await request.body()).decode("utf-8", errors="replace")
+    body = (await _body(request)).decode("utf-8", errors="replace")
     fields: dict[str, str] = {}
     for key, value in parse_qsl(body, keep_blank_values=True, max_num_fields=20):
         fields.setdefault(key, value)
     return fields
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused past MAX_BODY_BYTES (these forms are tiny)."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+        raise Refused(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise Refused(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _required_type(value: str | None) -> str:

@@ -411,3 +411,25 @@ def unused_port() -> int:
     from tests.integration.engine_support import free_port
 
     return free_port()
+
+
+def test_a_page_showing_a_revealed_payload_does_not_refresh_itself(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    task = add_task(conn, payload=json.dumps({"to": "alice@example.com"}))
+    with client(dsn, token=None) as http:
+        masked = http.get(f"/tasks/{task}")
+        revealed = http.get(f"/tasks/{task}?reveal=1")
+    assert 'data-poll-ms="3000"' in masked.text
+    assert 'data-poll-ms="0"' in revealed.text  # live.js would fetch and log it again
+    assert "alice@example.com" in revealed.text
+
+
+def test_a_form_body_larger_than_a_form_needs_is_refused(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    failed = add_failed(conn)
+    with client(dsn) as http:
+        response = http.post(f"/tasks/{failed}/retry", data={"csrf": "x" * 20_000})
+    assert response.status_code == 413
+    assert status_of(conn, failed) == "failed"

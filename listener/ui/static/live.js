@@ -3,11 +3,14 @@
 (function () {
   "use strict";
   var body = document.body;
-  var interval = parseInt(body.getAttribute("data-poll-ms"), 10) || 3000;
+  var interval = parseInt(body.getAttribute("data-poll-ms"), 10);
   var regions = document.querySelectorAll("[data-live][id]");
   var status = document.getElementById("live-status");
   var toggle = document.getElementById("live-toggle");
-  if (!regions.length || !window.fetch || !window.DOMParser) { return; }
+  if (!interval || !regions.length || !window.fetch || !window.DOMParser) {
+    if (status && !interval) { status.textContent = "live updates off on this page"; }
+    return;
+  }
   var paused = false, failures = 0, timer = null;
 
   function say(text, stale) {
