@@ -22,6 +22,7 @@ def handlers() -> dict[Any, Any]:
         BadRequest: _bad_request,
         Refused: _refused,
         HTTPException: _http_exception,
+        Exception: _unexpected,  # Starlette's ServerErrorMiddleware calls it, then re-raises
     }
 
 
@@ -57,6 +58,11 @@ async def _refused(request: Request, exc: Exception) -> Response:
     )
     headers = {"www-authenticate": 'Bearer realm="listener"'} if exc.status_code == 401 else None
     return error_response(request, exc.status_code, exc.reason, headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("ui.request_failed", path=request.url.path, exc_info=exc)
+    return error_response(request, 500, "unexpected error: the dashboard's log says more")
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

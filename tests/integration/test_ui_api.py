@@ -433,3 +433,26 @@ def test_a_form_body_larger_than_a_form_needs_is_refused(
         response = http.post(f"/tasks/{failed}/retry", data={"csrf": "x" * 20_000})
     assert response.status_code == 413
     assert status_of(conn, failed) == "failed"
+
+
+def test_an_unexpected_error_is_a_500_page_and_a_logged_event(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault no real part can be made to produce on demand: a store function that
+    # raises. The app's own handling of it is what is under test.
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store, "read_overview", broken)
+    from starlette.testclient import TestClient
+
+    from listener.ui.app import UiSettings, create_app
+
+    app = create_app(UiSettings(dsn=dsn))
+    with TestClient(app, raise_server_exceptions=False) as http, capture_logs() as logs:
+        page = http.get("/")
+        api = http.get("/api/overview")
+    assert page.status_code == 500
+    assert "unexpected error" in page.text
+    assert api.json() == {"error": "unexpected error: the dashboard's log says more"}
+    assert [e["path"] for e in logs if e["event"] == "ui.request_failed"] == ["/", "/api/overview"]
