@@ -81,10 +81,11 @@ async def overview(request: Request) -> Response:
 
 async def tasks(request: Request) -> Response:
     database = state_of(request).database
-    now = (await database.run(store.read_now)).isoformat()
-    search = params.task_search(request.query_params, _parse_now(now))
+    now = await database.run(store.read_now)
+    search = params.task_search(request.query_params, now)
     context: dict[str, Any] = {
-        "search": search, "now": now, "params": params, "next": None, "not_found": False,
+        "search": search, "now": now.isoformat(), "params": params, "next": None,
+        "not_found": False,
     }  # fmt: skip
     context["worker_types"] = await database.run(store.worker_types)
     if search.text:
@@ -218,9 +219,3 @@ def _read_flash(request: Request) -> dict[str, Any] | None:
     if not isinstance(flash, dict) or not isinstance(flash.get("message"), str):
         return None
     return {"ok": bool(flash.get("ok")), "message": flash["message"][:500]}
-
-
-def _parse_now(text: str) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text)
