@@ -73,6 +73,17 @@ def state_of(request: Request) -> UiState:
     return state
 
 
+def path_for(request: Request, name: str, **path_params: Any) -> str:
+    """The path of a route (links and redirects are root-relative, so they stay on
+    whatever host and scheme the browser used, proxy or not)."""
+    return str(request.app.url_path_for(name, **path_params))
+
+
+@jinja2.pass_context
+def _template_path_for(context: dict[str, Any], name: str, /, **path_params: Any) -> str:
+    return path_for(context["request"], name, **path_params)
+
+
 def create_app(settings: UiSettings) -> Starlette:
     """The dashboard as an ASGI app; its pool opens and closes with the app's lifespan."""
     auth = Auth(settings.token)
@@ -132,7 +143,9 @@ def _templates() -> Jinja2Templates:
         seconds=views.seconds, timestamp=views.timestamp, first_line=views.first_line
     )
     env.globals.update(nav=NAV, version=__version__, ago=views.ago)
-    return Jinja2Templates(env=env)
+    templates = Jinja2Templates(env=env)
+    env.globals["url_for"] = _template_path_for  # instead of Starlette's absolute URLs
+    return templates
 
 
 class SecurityHeaders:

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from listener import logs
 from listener.store import ui as store
 from listener.ui import actions, params, views
-from listener.ui.app import MAX_BODY_BYTES, state_of
+from listener.ui.app import MAX_BODY_BYTES, path_for, state_of
 from listener.ui.guard import CSRF_FIELD, Refused, authorize, client_of, session_caller
 
 log = logs.get_logger("listener.ui")
@@ -92,7 +92,7 @@ async def tasks(request: Request) -> Response:
         task_id = params.task_id(search.text)
         if task_id is not None:
             if await database.run(store.task, task_id) is not None:
-                return RedirectResponse(request.url_for("task", task_id=str(task_id)), 303)
+                return RedirectResponse(path_for(request, "task", task_id=str(task_id)), 303)
             context["rows"], context["not_found"] = [], True
         else:
             context["rows"] = await database.run(store.tasks_by_dedupe_key, search.text, 100)
@@ -140,7 +140,7 @@ async def _task_action(request: Request, action: Any) -> Response:
     form = await read_form(request)
     caller = authorize(request, state.auth, form.get(CSRF_FIELD))
     result = await action(state.database, task_id, caller, client_of(request))
-    back = request.url_for("task", task_id=str(task_id))
+    back = path_for(request, "task", task_id=str(task_id))
     return _with_flash(RedirectResponse(back, 303), result.status_code == 200, result.message)
 
 
@@ -159,7 +159,7 @@ async def retry_failed(request: Request) -> Response:
     result = await actions.retry_failed_of_type(
         state.database, task_type, caller, client_of(request), dry_run=False
     )
-    back = str(request.url_for("tasks")) + "?" + params.query_string({"type": task_type})
+    back = path_for(request, "tasks") + "?" + params.query_string({"type": task_type})
     return _with_flash(RedirectResponse(back, 303), True, result.message)
 
 
@@ -197,7 +197,7 @@ def _required_type(value: str | None) -> str:
 
 def _login_url(request: Request) -> str:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return f"{request.url_for('login')}?next={quote(target)}"
+    return f"{path_for(request, 'login')}?next={quote(target)}"
 
 
 def _with_flash(response: Response, ok: bool, message: str) -> Response:

@@ -456,3 +456,45 @@ def test_an_unexpected_error_is_a_500_page_and_a_logged_event(
     assert "unexpected error" in page.text
     assert api.json() == {"error": "unexpected error: the dashboard's log says more"}
     assert [e["path"] for e in logs if e["event"] == "ui.request_failed"] == ["/", "/api/overview"]
+
+
+def test_the_pages_are_complete_without_javascript(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    failed = add_failed(conn, "send_email", error="SMTPRecipientsRefused: 550 no such user")
+    conn.execute(
+        "INSERT INTO listener.workers (id, hostname, pid, types, concurrency) "
+        "VALUES ('w-1', 'host-a', 42, ARRAY['send_email'], 8)"
+    )
+    with client(dsn) as http:
+        overview, listing, detail = (http.get(p).text for p in ("/", "/tasks", f"/tasks/{failed}"))
+    # What a browser without JavaScript shows: the HTML as served, every number in it.
+    assert 'data-status="failed" data-type="send_email"' in overview
+    assert "w-1" in overview
+    assert "host-a" in overview
+    assert "Per minute, as a table" in overview  # the chart's numbers, readable as text
+    assert "SMTPRecipientsRefused: 550 no such user" in listing
+    assert str(failed)[:8] in listing
+    assert "SMTPRecipientsRefused: 550 no such user" in detail
+    assert "attempt 5 claimed" in detail
+
+
+def test_the_dashboards_sessions_hold_no_transaction_and_have_short_timeouts(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    add_failed(conn)
+    with client(dsn) as http:
+        for path in ("/", "/tasks", "/tasks?status=completed", "/api/overview"):
+            assert http.get(path).status_code == 200
+        sessions = conn.execute(
+            "SELECT state, xact_start FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'listener:ui'"
+        ).fetchall()
+        settings = http.app.state.ui.database.pool  # type: ignore[attr-defined]
+        with settings.connection() as ui_conn:
+            shown = [ui_conn.execute(f"SHOW {name}").fetchone()[0] for name in (
+                "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+                "default_transaction_read_only", "TimeZone", "jit",
+            )]  # fmt: skip
+            assert ui_conn.autocommit
+    assert sessions
+    assert all(state == "idle" and xact_start is None for state, xact_start in sessions)
+    assert shown == ["5s", "2s", "10s", "off", "UTC", "off"]  # actions enabled: not read-only

@@ -150,6 +150,13 @@ def test_the_overview_counts_match_listener_status_json_and_update_live(
         assert browser.execute_script("return window.__not_reloaded === true;")
         assert console_errors(browser) == []
 
+        # The other pages pass the accessibility check too: retry-all, an error page.
+        for path in ("/actions/retry-failed?type=ui_flaky", f"/tasks/{uuid.uuid4()}"):
+            _open(browser, base + path)
+            assert axe_violations(browser) == [], path
+        errors = console_errors(browser)
+        assert all("status of 404" in m for m in errors), errors  # the error page's own
+
 
 def status_of_count(conn: psycopg.Connection[Any], task_type: str, status: str) -> int:
     row = conn.execute(
@@ -160,10 +167,9 @@ def status_of_count(conn: psycopg.Connection[Any], task_type: str, status: str) 
 
 
 def _page_counts(browser: Any, by: Any) -> dict[tuple[str, str], int]:
-    cells = browser.find_elements(by.CSS_SELECTOR, "td[data-status][data-type]")
-    counts = {}
-    for cell in cells:
-        n = int(cell.text)
-        if n:
-            counts[(cell.get_attribute("data-status"), cell.get_attribute("data-type"))] = n
-    return counts
+    """The counts table as the page shows it now, read in one go (live.js swaps it)."""
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('td[data-status][data-type]'))"
+        ".map(td => [td.dataset.status, td.dataset.type, td.textContent.trim()]);"
+    )
+    return {(status, task_type): int(n) for status, task_type, n in cells if int(n)}
