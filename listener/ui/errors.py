@@ -57,6 +57,8 @@ async def _refused(request: Request, exc: Exception) -> Response:
         client=client_of(request),
     )
     headers = {"www-authenticate": 'Bearer realm="listener"'} if exc.status_code == 401 else None
+    if exc.status_code == 429:
+        headers = {"retry-after": "60"}
     return error_response(request, exc.status_code, exc.reason, headers)
 
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from listener.ui.auth import SESSION_COOKIE, Auth
+from listener.ui.auth import SESSION_COOKIE, Auth, LoginThrottle
 
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
@@ -54,7 +54,11 @@ def authenticate(request: Request, auth: Auth) -> Caller:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise Refused(401, "use Authorization: Bearer TOKEN")
+        throttle, client = _throttle(request), client_of(request)
+        if not throttle.allowed(client):
+            raise Refused(429, "too many wrong tokens from this address: wait a minute")
         if not auth.check_token(credentials.strip()):
+            throttle.failed(client)
             raise Refused(403, "wrong token")
         return Caller("bearer")
     caller = session_caller(request, auth)
@@ -81,6 +85,12 @@ def authorize(request: Request, auth: Auth, csrf: str | None = None) -> Caller:
         if not auth.check_csrf(caller.nonce, csrf or request.headers.get(CSRF_HEADER)):
             raise Refused(403, "missing or wrong CSRF token: reload the page and try again")
     return caller
+
+
+def _throttle(request: Request) -> LoginThrottle:
+    """The app's one throttle: wrong bearer tokens count like failed logins."""
+    throttle: LoginThrottle = request.app.state.ui.throttle
+    return throttle
 
 
 def same_origin(request: Request) -> bool:

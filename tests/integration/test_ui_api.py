@@ -498,3 +498,24 @@ def test_the_dashboards_sessions_hold_no_transaction_and_have_short_timeouts(
     assert sessions
     assert all(state == "idle" and xact_start is None for state, xact_start in sessions)
     assert shown == ["5s", "2s", "10s", "off", "UTC", "off"]  # actions enabled: not read-only
+
+
+def test_wrong_bearer_tokens_are_throttled_like_failed_logins(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    failed = add_failed(conn)
+    with client(dsn) as http:
+        codes = [
+            http.post(
+                f"/api/tasks/{failed}/retry",
+                headers={"Authorization": "Bearer guess-" + str(i) * 12},
+            ).status_code
+            for i in range(6)
+        ]
+        right = http.post(
+            f"/api/tasks/{failed}/retry", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert codes == [403] * 5 + [429]
+    assert right.status_code == 429  # for the rest of the minute, from this address
+    assert right.headers["retry-after"] == "60"
+    assert status_of(conn, failed) == "failed"
