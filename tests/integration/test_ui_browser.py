@@ -7,10 +7,11 @@ tests (tests/tools.py), so CI runs these once, in the PostgreSQL 15 pass.
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -19,6 +20,8 @@ from tests.integration.engine_support import WorkerProcess, wait_until
 from tests.integration.support import run_cli
 from tests.integration.ui_browser import axe_violations, chrome, console_errors, ui_process
 from tests.integration.ui_support import TOKEN, status_of
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,18 @@ def worker(dsn: str) -> Iterator[WorkerProcess]:
         process.stop()
 
 
+def _fresh(action: Callable[[], T]) -> T:
+    """``action`` on elements found anew, again if live.js swapped them meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            continue
+    return action()
+
+
 def _failed_task(conn: psycopg.Connection[Any], ok_file: Path) -> uuid.UUID:
     """A ui_flaky task the worker fails (its file does not exist yet)."""
     row = conn.execute(
@@ -73,28 +88,33 @@ def test_a_failed_task_is_retried_from_the_browser_and_the_worker_completes_it(
     task_id = _failed_task(conn, ok_file)
     with ui_process(dsn, TOKEN, tmp_path / "ui.log") as base:
         _open(browser, f"{base}/tasks?status=failed")
-        row = browser.find_element(By.XPATH, f"//a[text()='{str(task_id)[:8]}']/ancestor::tr")
-        assert "upstream refused the request" in row.text  # the error, on the tasks page
+        link = f"//a[text()='{str(task_id)[:8]}']"
+        row_text = _fresh(lambda: browser.find_element(By.XPATH, f"{link}/ancestor::tr").text)
+        assert "upstream refused the request" in row_text  # the error, on the tasks page
         assert axe_violations(browser) == []
-        row.find_element(By.TAG_NAME, "a").click()
+        _fresh(lambda: browser.find_element(By.XPATH, link).click())
         wait_until(lambda: browser.current_url.endswith(f"/tasks/{task_id}"))
         assert browser.find_elements(By.ID, "retry") == []  # not logged in: no button
         assert axe_violations(browser) == []
 
-        browser.find_element(By.LINK_TEXT, "Log in").click()
+        _fresh(lambda: browser.find_element(By.LINK_TEXT, "Log in").click())
         assert axe_violations(browser) == []
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
         wait_until(lambda: browser.find_elements(By.ID, "retry"))
 
         ok_file.touch()  # the upstream works again: the next attempt succeeds
-        browser.find_element(By.ID, "retry").click()
+        _fresh(lambda: browser.find_element(By.ID, "retry").click())
         flash = browser.find_element(By.CSS_SELECTOR, ".flash.ok")
         assert "retried: back to pending" in flash.text
         wait_until(lambda: status_of(conn, task_id) == "completed", timeout_s=20)
         # The page updates itself: the status turns to completed without a reload.
         browser.execute_script("window.__not_reloaded = true;")
-        wait_until(lambda: "completed" in browser.find_element(By.CSS_SELECTOR, ".badge").text)
+        wait_until(
+            lambda: (
+                "completed" in _fresh(lambda: browser.find_element(By.CSS_SELECTOR, ".badge").text)
+            )
+        )
         assert browser.execute_script("return window.__not_reloaded === true;")
         assert console_errors(browser) == []
     row = conn.execute("SELECT attempts, error FROM tasks WHERE id = %s", (task_id,)).fetchone()
@@ -140,7 +160,7 @@ def test_the_overview_counts_match_listener_status_json_and_update_live(
         assert _page_counts(browser, By) == expected
         assert axe_violations(browser) == []
         assert browser.find_element(By.ID, "throughput-chart").get_attribute("data-chart-ready")
-        workers = browser.find_element(By.ID, "workers").text
+        workers = _fresh(lambda: browser.find_element(By.ID, "workers").text)
         assert "noop" in workers
         assert "ui_flaky" in workers  # the live worker and its types
 
@@ -173,3 +193,26 @@ def _page_counts(browser: Any, by: Any) -> dict[tuple[str, str], int]:
         ".map(td => [td.dataset.status, td.dataset.type, td.textContent.trim()]);"
     )
     return {(status, task_type): int(n) for status, task_type, n in cells if int(n)}
+
+
+def test_live_updates_wait_while_the_keyboard_focus_is_in_the_part_they_would_replace(
+    dsn: str, conn: psycopg.Connection[Any], browser: Any, tmp_path: Path
+) -> None:
+    from tests.integration.ui_support import add_failed
+
+    add_failed(conn, "report", error="first")
+    with ui_process(dsn, None, tmp_path / "ui.log", poll_s=0.5) as base:
+        _open(browser, f"{base}/tasks?status=failed")
+        browser.execute_script(
+            "const a = document.querySelector('#task-list a.id'); a.focus(); a.__mine = true;"
+        )
+        add_failed(conn, "report", error="second")
+        region_text = "return document.getElementById('task-list').textContent;"
+        still = "return document.activeElement.__mine === true;"
+        # Something that must not happen: watch it for three polls (0.5 s each).
+        for _ in range(6):
+            assert browser.execute_script(still)
+            time.sleep(0.25)
+        assert "second" not in browser.execute_script(region_text)
+        browser.execute_script("document.activeElement.blur();")
+        wait_until(lambda: "second" in browser.execute_script(region_text))

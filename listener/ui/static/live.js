@@ -36,6 +36,9 @@
         var fresh = new DOMParser().parseFromString(html, "text/html");
         regions.forEach(function (region) {
           var next = fresh.getElementById(region.id);
+          // Never pull the rug from under the keyboard: a region holding the focus
+          // (a link, a button) waits until the focus leaves it.
+          if (region.contains(document.activeElement)) { return; }
           if (next && next.innerHTML !== region.innerHTML) {
             var open = region.querySelector("details[open]") !== null;
             region.innerHTML = next.innerHTML;
