@@ -9,7 +9,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from listener.cli import parse_duration
@@ -145,7 +145,3 @@ def query_string(raw: Mapping[str, str], **changes: str | None) -> str:
 
     merged = {**raw, **changes}
     return urlencode({k: v for k, v in merged.items() if v})
-
-
-def age_s(now: datetime, then: datetime | None) -> float | None:
-    return None if then is None else max((now - then) / timedelta(seconds=1), 0.0)

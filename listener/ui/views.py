@@ -10,7 +10,6 @@ from listener.store import ui as store
 
 FINISHED_WINDOW_S = 86_400  # `listener status` counts finished tasks of the last day
 OLDEST_DUE_WARN_S = 300.0  # ListenerOldestPendingTaskTooOld fires at 5 min too
-STATUS_ORDER = store.STATUSES
 NONE = "\N{EN DASH}"  # shown where a value is missing
 
 
