@@ -57,7 +57,7 @@ class Dispatcher:
         metrics: Metrics,
         failures: Failures,
         worker_id: str,
-        attempt_limits: dict[str, int],
+        claim_spec: store.ClaimSpec,
         concurrency: int,
         claim_batch: int,
         lease_s: float,
@@ -71,8 +71,13 @@ class Dispatcher:
         self.metrics = metrics
         self.failures = failures
         self.worker_id = worker_id
-        self.attempt_limits = attempt_limits  # type -> effective max attempts
-        self.types = list(attempt_limits)
+        self.claim_spec = claim_spec
+        self.types = claim_spec.types
+        # A task of such a type ending frees a fleet-wide slot: claim again.
+        self._fleet_limited = {
+            t for t, n in zip(claim_spec.types, claim_spec.concurrency, strict=True) if n
+        }
+        self._attempt_limits = dict(zip(claim_spec.types, claim_spec.attempt_limits, strict=True))
         self.concurrency = concurrency
         self.claim_batch = claim_batch
         self.lease_s = lease_s
@@ -185,23 +190,26 @@ class Dispatcher:
             want = min(self.free_slots, self.claim_batch)
             token = uuid.uuid4()
             async with self.pool.connection() as conn:
-                rows = await store.claim(
-                    conn, self.worker_id, token, want, self.attempt_limits, self.lease_s
+                rows, outlook = await store.claim(
+                    conn, self.worker_id, token, want, self.claim_spec, self.lease_s
                 )
-                self._admit(rows, token)
-                self.metrics.claimed_rows(len(rows))
-                claimed += len(rows)
-                self._more_waiting = len(rows) == want
-                if len(rows) < want:
-                    # Drained: arm the timer for the next scheduled task, once the slots
-                    # have started what we just claimed.
-                    await anyio.lowlevel.checkpoint()
-                    due_in_s = await store.next_due_in(conn, self.types)
-                    self._next_due_at = (
-                        None if due_in_s is None else anyio.current_time() + due_in_s
-                    )
-                    return claimed
+            self._admit(rows, token)
+            self.metrics.claimed_rows(len(rows))
+            claimed += len(rows)
+            self._more_waiting = outlook is None
+            if outlook is not None:  # drained, or held back by a limit
+                self._look_again(outlook)
+                return claimed
         return claimed
+
+    def _look_again(self, outlook: store.Outlook) -> None:
+        """Arm the timer for the next scheduled task, or the next slot a rate limit opens."""
+        due = [outlook.next_due_in_s]
+        for task_type, held in outlook.throttled.items():
+            self.metrics.throttled(task_type, held["reason"])
+            due.append(held.get("reopens_in_s"))
+        soonest = min((d for d in due if d is not None), default=None)
+        self._next_due_at = None if soonest is None else anyio.current_time() + soonest
 
     async def reconcile(self) -> None:
         """Put back rows claimed under our id that the registry does not hold."""
@@ -219,7 +227,7 @@ class Dispatcher:
         decided = False
         for row in rows:
             task, pickup_delay_s, payload_error = task_from_row(
-                row, self.attempt_limits.get(row[1], policy.RetryPolicy().max_attempts)
+                row, self._attempt_limits.get(row[1], policy.RetryPolicy().max_attempts)
             )
             claimed[task.type] += 1
             self.metrics.picked_up(task.type, pickup_delay_s)
@@ -301,7 +309,7 @@ class Dispatcher:
         else:
             self.inflight.decide(claim, outcome)
             self.acks.wake()
-        self._finished()
+        self._finished(claim.task.type)
 
     def _lost(self, claim: Claim) -> None:
         """Not ours any more: nothing of this attempt is written."""
@@ -309,11 +317,13 @@ class Dispatcher:
         self.inflight.remove(claim)
         self._finished()
 
-    def _finished(self) -> None:
+    def _finished(self, task_type: str | None = None) -> None:
         """A handler is done: free its slot, claim more if a backlog waits."""
         if self.stopping:
             return
-        if self._more_waiting:  # a backlog: refill in batches, not one claim per task
+        if task_type in self._fleet_limited:
+            self.wakeup.kick()  # one of the fleet's slots for this type is free again
+        elif self._more_waiting:  # a backlog: refill in batches, not one claim per task
             if self.free_slots >= self._refill_at:
                 self.wakeup.kick()
         elif self._waiting_for_slot:  # the claim loop sleeps without a timer: re-arm it

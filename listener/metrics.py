@@ -112,8 +112,8 @@ class Metrics:
         self.build_info.labels(__version__, platform.python_version(), psycopg.__version__).set(1)
         self.tasks_throttled = Counter(
             "listener_tasks_throttled",
-            "Due tasks a claim left pending because of a fleet-wide limit, by reason: "
-            "global_concurrency, rate_limit.",
+            "Claims that left due tasks of this type pending because of a fleet-wide limit, "
+            "by reason: global_concurrency, rate_limit.",
             ["type", "reason"], registry=registry,
         )  # fmt: skip
         self.schedule_next_run_timestamp = Gauge(

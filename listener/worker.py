@@ -201,7 +201,7 @@ class Worker:
         dispatcher = Dispatcher(
             pool=pool, registry=self.registry, inflight=inflight, executor=executor,
             acks=acks, metrics=self.metrics, failures=self.failures,
-            worker_id=s.worker_id, attempt_limits=self._attempt_limits(),
+            worker_id=s.worker_id, claim_spec=self._claim_spec(),
             concurrency=s.concurrency, claim_batch=s.claim_batch or s.concurrency,
             lease_s=s.lease_s, poll_interval_s=s.poll_interval_s,
         )  # fmt: skip
@@ -369,6 +369,20 @@ class Worker:
             kwargs=db.connect_kwargs(autocommit=True),
             open=False,
             name=f"listener-{s.worker_id}-handlers",
+        )
+
+    def _claim_spec(self) -> store.ClaimSpec:
+        """What this worker claims: each type's attempt limit and fleet-wide limits."""
+        specs = [self.registry.get(t) for t in self.types]
+        options = [spec.options if spec is not None else None for spec in specs]
+        limits = self._attempt_limits()
+        rates = [o.rate_limit if o is not None else None for o in options]
+        return store.ClaimSpec(
+            types=list(self.types),
+            attempt_limits=[limits[t] for t in self.types],
+            concurrency=[o.global_concurrency if o is not None else None for o in options],
+            rate_counts=[r.count if r is not None else None for r in rates],
+            rate_windows_s=[r.window_s if r is not None else None for r in rates],
         )
 
     def _attempt_limits(self) -> dict[str, int]:

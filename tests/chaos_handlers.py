@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from listener import RetryLater, Task, handler
+from tests.ledger import record
 
 # What each kind of task ends as, when its handler does what it says.
 EXPECTED = {
@@ -44,13 +45,6 @@ class ChaosBaseException(BaseException):
     """Not an Exception: what some libraries raise."""
 
 
-def _ledger(what: str, task: Task) -> None:
-    path = os.environ.get("LISTENER_TEST_LEDGER")
-    if path:
-        with open(path, "a", encoding="utf-8") as ledger:
-            ledger.write(f"{what} {task.id} {time.time():.6f} {os.getpid()}\n")
-
-
 def _first_time(task: Task) -> bool:
     """True the first time any worker process asks, for this task."""
     marks = Path(os.environ["LISTENER_TEST_MARKS"])
@@ -63,11 +57,11 @@ def _first_time(task: Task) -> bool:
 
 @handler("chaos", max_attempts=5, backoff_base_s=0.05, backoff_max_s=0.2)
 async def chaos(task: Task) -> None:
-    _ledger("start", task)
+    record("start", task)
     try:
         await _misbehave(task.payload.get("do"), task)
     finally:
-        _ledger("end", task)
+        record("end", task)
 
 
 async def _misbehave(do: Any, task: Task) -> None:
@@ -87,8 +81,8 @@ async def _misbehave(do: Any, task: Task) -> None:
 @handler("chaos_overrun", timeout_s=0.2, max_attempts=2, backoff_base_s=0.05, backoff_max_s=0.1)
 def chaos_overrun(task: Task) -> None:
     """Runs past its timeout in a thread that can't be interrupted."""
-    _ledger("start", task)
+    record("start", task)
     try:
         time.sleep(0.5)
     finally:
-        _ledger("end", task)
+        record("end", task)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -40,23 +40,49 @@ class Finish:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimSpec:
+    """What a worker claims: its types, each with its attempt limit and fleet-wide limits."""
+
+    types: list[str]
+    attempt_limits: list[int]
+    concurrency: list[int | None]  # at most this many processing, fleet-wide
+    rate_counts: list[int | None]  # at most this many starts ...
+    rate_windows_s: list[int | None]  # ... in any window of this many seconds
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "types": self.types, "attempt_limits": self.attempt_limits,
+            "concurrency": self.concurrency, "rate_counts": self.rate_counts,
+            "rate_windows_s": self.rate_windows_s,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Outlook:
+    """What a short claim says about later: when to look again, what limits held back."""
+
+    next_due_in_s: float | None = None  # the next scheduled task, database clock
+    throttled: dict[str, dict[str, Any]] = field(default_factory=dict)  # type -> reason, ...
+
+
 async def claim(
     conn: Conn,
     worker_id: str,
     token: uuid.UUID,
     limit: int,
-    attempt_limits: dict[str, int],
+    spec: ClaimSpec,
     lease_s: float,
-) -> list[tuple[Any, ...]]:
-    """Claim up to ``limit`` due tasks of these types under ``token``; claim_batch rows."""
-    params = {
-        "worker_id": worker_id, "token": token, "limit": limit,
-        "types": list(attempt_limits), "attempt_limits": list(attempt_limits.values()),
-        "lease_s": lease_s,
-    }  # fmt: skip
+) -> tuple[list[tuple[Any, ...]], Outlook | None]:
+    """Claim up to ``limit`` due tasks under ``token``: the rows, and the outlook if short."""
+    params = {"worker_id": worker_id, "token": token, "limit": limit, "lease_s": lease_s}
     # Binary rows: cheaper to send for the server (no timestamp formatting) and to read.
-    cur = await conn.execute(query("claim_batch"), params, binary=True)
-    return await cur.fetchall()
+    cur = await conn.execute(query("claim_batch"), {**params, **spec.params()}, binary=True)
+    rows = await cur.fetchall()
+    if rows and rows[-1][0] is None:  # the outlook row ends a short claim
+        outlook = rows.pop()[-1] or {}
+        return rows, Outlook(outlook.get("next_due_in_s"), outlook.get("throttled") or {})
+    return rows, None
 
 
 async def finish(conn: Conn, outcomes: Sequence[Finish]) -> list[Written]:
@@ -123,13 +149,6 @@ async def rescue_expired(
     }
     cur = await conn.execute(query("rescue_expired"), params)
     return [tuple(row) for row in await cur.fetchall()]
-
-
-async def next_due_in(conn: Conn, types: Sequence[str]) -> float | None:
-    """Seconds (database clock) until the next scheduled task of ``types`` is due."""
-    cur = await conn.execute(query("next_due_in"), {"types": list(types)})
-    row = await cur.fetchone()
-    return row[0] if row else None
 
 
 async def notify_workers(conn: Conn) -> None:

@@ -4,13 +4,17 @@
 
 -- name: claim_batch
 -- payload as text: the worker bounds and decodes it itself (json.loads on a str costs
--- half of psycopg's jsonb loader). Rows come back in the order they were due.
-SELECT id, type, payload::text, attempts, max_attempts, created_at, run_at, priority,
-       dedupe_key, lease_expires_at, worker_id,
-       extract(epoch FROM now() - greatest(run_at, created_at))::float8 AS pickup_delay_s,
-       attempt_limit
+-- half of psycopg's jsonb loader). Rows come back in the order they were due; a claim
+-- that comes back short ends with one row whose only column is the outlook: when the
+-- next scheduled task is due, and which limited types the limits held back.
+SELECT (c.task).id, (c.task).type, (c.task).payload::text, (c.task).attempts,
+       (c.task).max_attempts, (c.task).created_at, (c.task).run_at, (c.task).priority,
+       (c.task).dedupe_key, (c.task).lease_expires_at, (c.task).worker_id,
+       extract(epoch FROM now() - greatest((c.task).run_at, (c.task).created_at))::float8,
+       (c.task).attempt_limit, c.outlook
 FROM listener.claim_batch(%(worker_id)s, %(token)s, %(limit)s, %(types)s,
-                          %(attempt_limits)s, %(lease_s)s);
+                          %(attempt_limits)s, %(lease_s)s, %(concurrency)s,
+                          %(rate_counts)s, %(rate_windows_s)s) AS c;
 
 -- name: finish_tasks
 -- Every outcome of the engine, many tasks per statement. A row locked by another
@@ -146,12 +150,6 @@ SET status = CASE WHEN expired.exhausted THEN 'failed' ELSE 'pending' END,
 FROM expired
 WHERE t.id = expired.id
 RETURNING t.id, t.type, t.status, t.attempts;
-
--- name: next_due_in
--- Seconds until the next scheduled task of these types is due, on the database's
--- clock (a worker's clock may be ahead or behind).
-SELECT extract(epoch FROM min(run_at) - now())::float8 FROM public.tasks
-WHERE status = 'pending' AND run_at > now() AND type = ANY (%(types)s::text[]);
 
 -- name: notify_workers
 SELECT pg_notify('listener_tasks', '');

@@ -68,9 +68,8 @@ FROM listener.schedules AS s
 ORDER BY s.type;
 
 -- name: status_limits
--- Each limited type (as live workers publish it), how many run now (processing
--- with a live lease: tasks_lease_idx) and how many started in the current rate
--- window (the last window_s seconds; a task counts once, at its latest start).
+-- Each limited type (as live workers publish it) and how many run now: processing, as
+-- the claim counts them against global_concurrency (tasks_lease_idx).
 WITH published AS (
     SELECT l.key AS type, l.value AS limits
     FROM listener.workers AS w, jsonb_each(w.limits) AS l
@@ -87,21 +86,13 @@ WITH published AS (
 )
 SELECT m.type, m.global_concurrency, m.global_variants, m.rate_limits,
        (SELECT count(*) FROM public.tasks AS t
-        WHERE t.status = 'processing' AND t.type = m.type AND t.lease_expires_at > now())
+        WHERE t.status = 'processing' AND t.type = m.type)
            AS running
 FROM merged AS m
 ORDER BY m.type;
 
 -- name: status_rate_window_starts
--- Tasks of a type started in the last window_s seconds, in any state: running,
--- finished since (tasks_finished_idx), or back to pending for a retry.
-SELECT (SELECT count(*) FROM public.tasks
-        WHERE status = 'processing' AND type = %(type)s
-          AND started_at >= now() - make_interval(secs => %(window_s)s))
-     + (SELECT count(*) FROM public.tasks
-        WHERE status IN ('completed', 'failed', 'cancelled') AND type = %(type)s
-          AND completed_at >= now() - make_interval(secs => %(window_s)s)
-          AND started_at >= now() - make_interval(secs => %(window_s)s))
-     + (SELECT count(*) FROM public.tasks
-        WHERE status = 'pending' AND type = %(type)s AND started_at IS NOT NULL
-          AND started_at >= now() - make_interval(secs => %(window_s)s));
+-- Starts of a type in the last window_s seconds, as the claim counts them against its
+-- rate limit (listener.rate_starts: one row per claimed task of a rate-limited type).
+SELECT count(*) FROM listener.rate_starts
+WHERE type = %(type)s AND started_at > now() - make_interval(secs => %(window_s)s);

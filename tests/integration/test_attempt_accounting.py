@@ -37,7 +37,8 @@ class Row:
 
 
 async def _claim(conn: psycopg.AsyncConnection[Any], task_id: uuid.UUID) -> Any:
-    return await store.claim(conn, WORKER, uuid.uuid4(), 10, {"t": 3}, 30.0)
+    spec = store.ClaimSpec(["t"], [3], [None], [None], [None])
+    return await store.claim(conn, WORKER, uuid.uuid4(), 10, spec, 30.0)
 
 
 def _finish(action: str, delay_s: float = 0.0, error: str | None = None) -> Step:

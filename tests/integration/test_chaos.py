@@ -12,7 +12,6 @@ left processing; and every surviving worker exits 0 on SIGTERM.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import random
@@ -33,6 +32,7 @@ from tests.integration.engine_support import (
     disable_payload_checks,
     wait_until,
 )
+from tests.ledger import read_runs
 
 pytestmark = pytest.mark.slow
 
@@ -105,27 +105,6 @@ def _terminate_worker_sessions(dsn: str, seconds: float, cuts: list[int]) -> Non
                     time.sleep(0.2)
         except psycopg.Error:
             time.sleep(0.05)  # our own session was cut (the read-only switch): again
-
-
-Runs = dict[str, list[tuple[float, float]]]
-
-
-def _intervals(ledgers: list[Path], killed: dict[int, float]) -> Runs:
-    """Per task, its handler runs as (start, end); a run cut by SIGKILL ends at the kill."""
-    runs: Runs = collections.defaultdict(list)
-    for path in (p for p in ledgers if p.exists()):
-        open_runs: dict[str, tuple[float, int]] = {}
-        for line in path.read_text().splitlines():
-            what, task_id, at, pid = line.split()
-            if what == "start":
-                open_runs[task_id] = (float(at), int(pid))
-            else:
-                start, _ = open_runs.pop(task_id)
-                runs[task_id].append((start, float(at)))
-        for task_id, (start, pid) in open_runs.items():
-            assert pid in killed, f"a run of {task_id} never ended in a worker that lived"
-            runs[task_id].append((start, killed[pid]))
-    return runs
 
 
 def test_chaos_every_task_ends_as_its_handler_said_none_ran_twice_at_once(
@@ -203,7 +182,7 @@ def test_chaos_every_task_ends_as_its_handler_said_none_ran_twice_at_once(
         or (status == "failed" and not _expected_error(expected[task_id], error))
     ]
     assert wrong == [], f"{len(wrong)} tasks ended wrong, e.g. {wrong[:5]}"
-    for task_id, runs in _intervals(ledgers, killed).items():
+    for task_id, runs in read_runs(ledgers, killed).items():
         runs.sort()
         for (_, end), (start, _) in itertools.pairwise(runs):
             assert end <= start, f"task {task_id} ran beside itself: {runs}"

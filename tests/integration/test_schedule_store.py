@@ -105,26 +105,30 @@ def test_status_shows_running_against_the_limit_and_starts_in_the_rate_window(
     limits = {"llm": {"global_concurrency": 4, "rate_limit": {"count": 30, "window_s": 60}}}
     _worker(conn, "w1", limits, {})
     _worker(conn, "w2", limits, {})
-    _task(conn, "processing", "5s", lease="20s")  # running
-    _task(conn, "processing", "50s", lease="10s")  # running
-    _task(conn, "processing", "90s", lease="-30s")  # lease expired: not running, not in window
-    _task(conn, "processing", "10s", lease="-1s")  # lease expired: not running, in window
-    _task(conn, "completed", "30s", completed="29s")  # started in the window
-    _task(conn, "completed", "2 min", completed="119s")  # before the window
-    _task(conn, "pending", "20s", run_at="1 min")  # retrying: started in the window
-    _task(conn, "pending", None)  # never started
+    # The claim counts what is processing (live lease or not: a dead worker's slot comes
+    # back when its task is rescued) and the starts listener.rate_starts recorded.
+    _task(conn, "processing", "5s", lease="20s")
+    _task(conn, "processing", "50s", lease="10s")
+    _task(conn, "processing", "90s", lease="-30s")
+    _task(conn, "processing", "10s", lease="-1s")
+    _task(conn, "completed", "30s", completed="29s")
+    _task(conn, "pending", None)
+    conn.execute(
+        "INSERT INTO listener.rate_starts (type, started_at) SELECT 'llm', now() - s "
+        "FROM unnest(ARRAY[interval '1 s', '20 s', '40 s', '80 s', '2 min']) AS s"
+    )  # three in the last minute
 
     status = json.loads(run_cli("status", "--json", "--dsn", dsn).stdout)
     assert status["limits"] == [
         {
-            "type": "llm", "running": 2, "global_concurrency": 4,
+            "type": "llm", "running": 4, "global_concurrency": 4,
             "global_concurrency_varies": False, "rate_limit": "30/m", "rate_limit_count": 30,
-            "rate_limit_window_s": 60, "rate_limit_varies": False, "started_in_window": 5,
+            "rate_limit_window_s": 60, "rate_limit_varies": False, "started_in_window": 3,
         }
     ]  # fmt: skip
     text = run_cli("status", "--dsn", dsn).stdout
     assert (
-        "limits (fleet-wide, as live workers run them):\n  llm  running 2/4  rate 5/30 per minute"
+        "limits (fleet-wide, as live workers run them):\n  llm  running 4/4  rate 3/30 per minute"
         in text
     )
 
