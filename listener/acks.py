@@ -3,11 +3,13 @@
 A finished attempt does not hold its slot while its outcome is written: the claim
 moves to ``acking`` and the writer commits whatever is waiting in one statement, then
 the next batch -- an idle worker writes at once, a busy one makes one round trip for
-many tasks. Until its outcome commits the task stays ``processing`` under a lease the
-heartbeat keeps renewing; a write that fails (connection lost, database read-only) is
-tried again, with a growing delay, for as long as the process lives; a row locked by
-another transaction is skipped and tried again, never waited for. A crash before the
-commit means the task is rescued and run again (at-least-once).
+many tasks. Under a backlog the dispatcher's next claim carries the waiting outcomes
+in its own transaction instead: one round trip and one commit per batch. Until its
+outcome commits the task stays ``processing`` under a lease the heartbeat keeps
+renewing; a write that fails (connection lost, database read-only) is tried again,
+with a growing delay, for as long as the process lives; a row locked by another
+transaction is skipped and tried again, never waited for. A crash before the commit
+means the task is rescued and run again (at-least-once).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ log = get_logger("listener.acks")
 
 MAX_BATCH = 1000
 LOCKED_RETRY_S = 0.05  # a row locked by someone else: look again this soon
+# Under a backlog the dispatcher's next claim writes waiting outcomes in its own
+# transaction (one round trip and one commit per batch); the writer leaves them to it
+# for at most this long.
+MAX_CARRY_WAIT_S = 0.2
 _OUTCOME_NAMES = {"complete": "completed", "fail": "failed", "retry": "retried"}
 
 
@@ -45,6 +51,7 @@ class Acks:
         failures: Failures,
         on_retry_due: Callable[[float], None],
         on_written: Callable[[], None],
+        claim_will_carry: Callable[[], bool] = lambda: False,
     ) -> None:
         self.pool = pool
         self.inflight = inflight
@@ -52,6 +59,7 @@ class Acks:
         self.failures = failures
         self.on_retry_due = on_retry_due  # a retry's delay (s) arms the dispatcher's timer
         self.on_written = on_written  # a batch committed: the dispatcher may claim again
+        self.claim_will_carry = claim_will_carry  # the dispatcher is about to claim
         self._wake = anyio.Event()
 
     def wake(self) -> None:
@@ -66,29 +74,55 @@ class Acks:
                 pass
 
     async def _wait_for_work(self) -> None:
-        retry_in = self._next_retry_in()
+        retry_in = self._next_try_in()
         if retry_in is None or retry_in > 0:
             with anyio.move_on_after(retry_in):
                 await self._wake.wait()
         self._wake = anyio.Event()
 
-    def _next_retry_in(self) -> float | None:
-        """Seconds until a waiting outcome may be tried again (None: nothing waits)."""
-        waiting = self.inflight.acking()
+    def _next_try_in(self) -> float | None:
+        """Seconds until a waiting outcome is due to be written (None: nothing waits)."""
+        waiting = [c for c in self.inflight.acking() if not c.writing]
         if not waiting:
             return None
-        return max(0.0, min(c.not_before for c in waiting) - time.monotonic())
+        now = time.monotonic()
+        if self.claim_will_carry():  # a claim takes them soon; if not, write them anyway
+            return max(0.0, min(c.decided_at for c in waiting) + MAX_CARRY_WAIT_S - now)
+        return max(0.0, min(c.not_before for c in waiting) - now)
+
+    def take(self, *, ignore_backoff: bool = False) -> list[Claim]:
+        """Outcomes due to be written, now marked as being written (up to one batch).
+
+        A claim whose write failed for another reason than the connection is written
+        alone, so that one bad row can't hold back the others.
+        """
+        now = time.monotonic()
+        due = [
+            c for c in self.inflight.acking()
+            if not c.writing and (ignore_backoff or c.not_before <= now)
+        ]  # fmt: skip
+        alone = [c for c in due if c.write_alone]
+        batch = alone[:1] if alone else due[:MAX_BATCH]
+        for claim in batch:
+            claim.writing = True
+        return batch
 
     async def write_due(self, *, ignore_backoff: bool = False) -> bool:
         """Write one batch of the outcomes that are due; False when none was due."""
-        now = time.monotonic()
-        due = [c for c in self.inflight.acking() if ignore_backoff or c.not_before <= now]
-        if not due:
+        if not ignore_backoff and self.claim_will_carry():
+            now = time.monotonic()
+            if all(c.decided_at + MAX_CARRY_WAIT_S > now for c in self.inflight.acking()):
+                return False  # the dispatcher's next claim carries them in its transaction
+        batch = self.take(ignore_backoff=ignore_backoff)
+        if not batch:
             return False
-        # A claim whose write failed for another reason than the connection is written
-        # alone, so that one bad row can't hold back the others.
-        alone = [c for c in due if c.write_alone]
-        await self._write(alone[:1] if alone else due[:MAX_BATCH])
+        try:
+            async with self.pool.connection() as conn:
+                results = await store.finish(conn, [_finish(c) for c in batch])
+        except Exception as exc:  # any database error: the outcomes wait and are tried again
+            self.failed(batch, exc)
+            return True
+        self.settle(batch, results)
         return True
 
     async def flush(self) -> None:
@@ -99,18 +133,13 @@ class Acks:
             if any(c.ack_failures for c in self.inflight.acking()):
                 await anyio.sleep(backoff_s(2))
 
-    async def _write(self, batch: list[Claim]) -> None:
-        finishes = [_finish(c) for c in batch]
-        try:
-            async with self.pool.connection() as conn:
-                results = await store.finish(conn, finishes)
-        except Exception as exc:  # any database error: the outcomes wait and are tried again
-            self._failed(batch, exc)
-            return
+    def settle(self, batch: list[Claim], results: list[store.Written]) -> None:
+        """What the database said of each outcome in ``batch``: written, locked or not ours."""
         by_key = {c.key: c for c in batch}
         written: list[Claim] = []
         for result in results:
             claim = by_key[result.key]
+            claim.writing = False
             if result.written:
                 written.append(claim)
                 self.inflight.remove(claim)
@@ -123,15 +152,23 @@ class Acks:
                 log.warning("task.ack_ignored", **_fields(claim), reason="not this claim's")
         self.report(written)
         self.on_written()
+        if self.inflight.acking():
+            self.wake()  # locked ones, or more decided meanwhile
 
-    def _failed(self, batch: list[Claim], exc: Exception) -> None:
+    def failed(self, batch: list[Claim], exc: Exception) -> None:
+        """Writing ``batch`` failed: each waits, longer each time, and is tried again."""
         attempt = max(c.ack_failures for c in batch) + 1
         delay_s = backoff_s(attempt)
         for claim in batch:
+            claim.writing = False
             claim.ack_failures += 1
             claim.not_before = time.monotonic() + delay_s
             claim.write_alone = not is_connection_error(exc)
         self.failures.report("acks", exc, retry_in_s=delay_s)
+        self.wake()
+
+    def finishes(self, batch: list[Claim]) -> list[store.Finish]:
+        return [_finish(c) for c in batch]
 
     def report(self, written: Iterable[Claim]) -> None:
         """Count and log each written outcome: one canonical line per outcome."""

@@ -188,11 +188,7 @@ class Dispatcher:
                 self._held_by_outcomes = True
                 return claimed
             want = min(self.free_slots, self.claim_batch)
-            token = uuid.uuid4()
-            async with self.pool.connection() as conn:
-                rows, outlook = await store.claim(
-                    conn, self.worker_id, token, want, self.claim_spec, self.lease_s
-                )
+            rows, outlook, token = await self._claim(want)
             self._admit(rows, token)
             self.metrics.claimed_rows(len(rows))
             claimed += len(rows)
@@ -201,6 +197,34 @@ class Dispatcher:
                 self._look_again(outlook)
                 return claimed
         return claimed
+
+    async def _claim(
+        self, want: int
+    ) -> tuple[list[tuple[Any, ...]], store.Outlook | None, uuid.UUID]:
+        """Claim up to ``want`` tasks, writing the outcomes that wait in the same transaction."""
+        token = uuid.uuid4()
+        outcomes = self.acks.take()
+        try:
+            async with self.pool.connection() as conn:
+                if not outcomes:
+                    rows, outlook = await store.claim(
+                        conn, self.worker_id, token, want, self.claim_spec, self.lease_s
+                    )
+                    return rows, outlook, token
+                written, rows, outlook = await store.finish_and_claim(
+                    conn, self.acks.finishes(outcomes), self.worker_id, token, want,
+                    self.claim_spec, self.lease_s,
+                )  # fmt: skip
+        except BaseException as exc:
+            if outcomes:
+                self.acks.failed(outcomes, exc if isinstance(exc, Exception) else Exception())
+            raise
+        self.acks.settle(outcomes, written)
+        return rows, outlook, token
+
+    def will_claim_soon(self) -> bool:
+        """A backlog waits: the next claim, as slots free up, carries the waiting outcomes."""
+        return self._more_waiting and not self.stopping
 
     def _look_again(self, outlook: store.Outlook) -> None:
         """Arm the timer for the next scheduled task, or the next slot a rate limit opens."""

@@ -53,6 +53,8 @@ class Claim:
     duration_s: float = 0.0
     lease_lost: bool = False  # the database says the task is someone else's now
     ack_failures: int = 0
+    writing: bool = False  # in a statement that writes its outcome right now
+    decided_at: float = 0.0  # time.monotonic() when its outcome was decided
     write_alone: bool = False  # its last write failed on the data, not the connection
     not_before: float = 0.0  # monotonic: no write of the outcome before this
     scope: Any = None  # the slot's cancel scope while it runs (cancelled if the lease is lost)
@@ -144,6 +146,7 @@ class InFlight:
         self._leave(claim)
         claim.state = "acking"
         claim.outcome = outcome
+        claim.decided_at = time.monotonic()
         self._acking[claim.key] = claim
         self._release_next(claim)
 

@@ -189,6 +189,7 @@ class Worker:
             pool, inflight, self.metrics, self.failures,
             on_retry_due=lambda delay_s: dispatcher_box[0].schedule_in(delay_s),
             on_written=lambda: dispatcher_box[0].outcomes_written(),
+            claim_will_carry=lambda: dispatcher_box[0].will_claim_soon(),
         )  # fmt: skip
         executor = Executor(
             inflight, handler_pool, self.metrics,

@@ -78,24 +78,54 @@ async def claim(
     params = {"worker_id": worker_id, "token": token, "limit": limit, "lease_s": lease_s}
     # Binary rows: cheaper to send for the server (no timestamp formatting) and to read.
     cur = await conn.execute(query("claim_batch"), {**params, **spec.params()}, binary=True)
-    rows = await cur.fetchall()
-    if rows and rows[-1][0] is None:  # the outlook row ends a short claim
+    return _claimed(await cur.fetchall())
+
+
+def _claimed(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], Outlook | None]:
+    """Claimed rows, and the outlook row that ends a short claim (None: it was full)."""
+    if rows and rows[-1][0] is None:
         outlook = rows.pop()[-1] or {}
         return rows, Outlook(outlook.get("next_due_in_s"), outlook.get("throttled") or {})
     return rows, None
 
 
+async def finish_and_claim(
+    conn: Conn,
+    outcomes: Sequence[Finish],
+    worker_id: str,
+    token: uuid.UUID,
+    limit: int,
+    spec: ClaimSpec,
+    lease_s: float,
+) -> tuple[list[Written], list[tuple[Any, ...]], Outlook | None]:
+    """Write outcomes and claim the next tasks in one transaction and one round trip."""
+    params = {"worker_id": worker_id, "token": token, "limit": limit, "lease_s": lease_s}
+    async with conn.pipeline(), conn.transaction():
+        finished = await conn.execute(query("finish_tasks"), _finish_params(outcomes))
+        claimed = await conn.execute(query("claim_batch"), {**params, **spec.params()}, binary=True)
+    written = _written(await finished.fetchall())
+    rows, outlook = _claimed(await claimed.fetchall())
+    return written, rows, outlook
+
+
 async def finish(conn: Conn, outcomes: Sequence[Finish]) -> list[Written]:
     """Write many outcomes in one statement."""
-    params = {
+    cur = await conn.execute(query("finish_tasks"), _finish_params(outcomes))
+    return _written(await cur.fetchall())
+
+
+def _finish_params(outcomes: Sequence[Finish]) -> dict[str, Any]:
+    return {
         "ids": [o.key[0] for o in outcomes],
         "tokens": [o.key[1] for o in outcomes],
         "actions": [o.action for o in outcomes],
         "delays_s": [o.delay_s for o in outcomes],
         "errors": [o.error for o in outcomes],
     }
-    cur = await conn.execute(query("finish_tasks"), params)
-    return [Written((i, t), w, o, d) for i, t, w, d, o in await cur.fetchall()]
+
+
+def _written(rows: list[tuple[Any, ...]]) -> list[Written]:
+    return [Written((i, t), w, o, d) for i, t, w, d, o in rows]
 
 
 async def complete_claim(conn: Conn, key: Key) -> bool:
