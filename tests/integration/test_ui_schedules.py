@@ -232,9 +232,15 @@ def test_the_schedules_page_lists_a_schedule_and_a_limit_and_links_the_last_task
             json.dumps({"digest": {"cron": "0 8 * * *", "tz": "Europe/Berlin"}}),
         ),
     )
+    conn.execute(  # stopped an hour ago (and not swept yet: no live worker runs here)
+        "INSERT INTO listener.workers (id, hostname, pid, types, concurrency, schedules, "
+        "last_seen_at) VALUES ('gone', 'h', 2, '{digest}', 1, %s, now() - interval '1 hour')",
+        (json.dumps({"digest": {"cron": "0 8 * * *", "tz": "Europe/Berlin"}}),),
+    )
     add_task(conn, "llm")
     with client(dsn) as http:
         home = http.get("/")
+        (digest,) = http.get("/api/schedules").json()["schedules"]
         page = http.get("/schedules")
     assert 'href="/schedules"' in home.text  # in the navigation
     assert page.status_code == 200
@@ -243,6 +249,8 @@ def test_the_schedules_page_lists_a_schedule_and_a_limit_and_links_the_last_task
     assert "Europe/Berlin" in schedules
     assert f'href="/tasks/{last}"' in schedules
     assert "<code>w1</code>" in schedules
+    assert "gone" not in schedules
+    assert digest["workers"] == ["w1"]
     limits = page.text.split('id="limits"')[1]
     assert "0 / 4" in limits
     assert 'href="/tasks?status=pending&amp;type=llm"' in limits
