@@ -15,7 +15,13 @@ async def ui_digest(task: Task) -> None:
 
 @handler("ui_daily", every="24h")
 async def ui_daily(task: Task) -> None:
-    """A fixed interval: instants at 00:00 UTC, so a test can make one due on start."""
+    """A fixed interval."""
+
+
+@handler("ui_yearly", cron="0 0 1 1 *")
+async def ui_yearly(task: Task) -> None:
+    """Once a year: a test registers it long ago, so this year's run is enqueued on start
+    (and the next one is months away whenever the test runs)."""
 
 
 @handler("ui_llm", global_concurrency=1, rate_limit="1/h")

@@ -68,12 +68,12 @@ def _one(conn: psycopg.Connection[Any], sql: str, *params: Any) -> Any:
 def test_schedules_api_shows_what_live_workers_run_with_listener_status_numbers(
     dsn: str, conn: psycopg.Connection[Any], processes: list[WorkerProcess]
 ) -> None:
-    # ui_daily (every 24h) was registered two days ago: today's 00:00 UTC run is due
-    # when a worker starts. retired_report is run by no live worker, and its last
-    # task was pruned since.
+    # ui_yearly (January 1st, 00:00 UTC) was registered two years ago: this year's run
+    # is enqueued when a worker starts. retired_report is run by no live worker, and
+    # its last task was pruned since.
     conn.execute(
         "INSERT INTO listener.schedules (type, schedule, registered_at) "
-        "VALUES ('ui_daily', 'every 24h', now() - interval '2 days')"
+        "VALUES ('ui_yearly', 'cron 0 0 1 1 * (UTC)', now() - interval '2 years')"
     )
     pruned = uuid.uuid4()
     conn.execute(
@@ -83,21 +83,22 @@ def test_schedules_api_shows_what_live_workers_run_with_listener_status_numbers(
     )
     everything = _scheduling(dsn)
     processes.append(everything)
-    daily_only = _scheduling(dsn, "--types", "ui_daily")
-    processes.append(daily_only)
-    ids = sorted([_worker_id(conn, everything), _worker_id(conn, daily_only)])
+    yearly_only = _scheduling(dsn, "--types", "ui_yearly")
+    processes.append(yearly_only)
+    ids = sorted([_worker_id(conn, everything), _worker_id(conn, yearly_only)])
 
     # ui_llm: one task runs (1 of global_concurrency=1, the only start allowed per
-    # hour), two wait for later.
+    # hour); then one is due and held back by both limits, two are due later.
     running = add_task(conn, "ui_llm")
+    wait_until(lambda: status_of(conn, running) == "processing", timeout_s=20)
+    held = add_task(conn, "ui_llm")
     for _ in range(2):
         add_task(conn, "ui_llm", run_at=_one(conn, "SELECT now() + interval '1 hour'"))
-    wait_until(lambda: status_of(conn, running) == "processing", timeout_s=20)
-    daily_task = wait_until(
-        lambda: _one(conn, "SELECT last_task_id FROM listener.schedules WHERE type = 'ui_daily'"),
+    yearly_task = wait_until(
+        lambda: _one(conn, "SELECT last_task_id FROM listener.schedules WHERE type = 'ui_yearly'"),
         timeout_s=20,
     )
-    wait_until(lambda: status_of(conn, daily_task) == "completed", timeout_s=20)
+    wait_until(lambda: status_of(conn, yearly_task) == "completed", timeout_s=20)
 
     with client(dsn) as http:
         response = http.get("/api/schedules")
@@ -114,17 +115,21 @@ def test_schedules_api_shows_what_live_workers_run_with_listener_status_numbers(
     )] == status["limits"]  # fmt: skip
 
     by_type = {s["type"]: s for s in data["schedules"]}
-    assert sorted(by_type) == ["retired_report", "ui_daily", "ui_digest"]
-    digest, daily, retired = by_type["ui_digest"], by_type["ui_daily"], by_type["retired_report"]
+    assert sorted(by_type) == ["retired_report", "ui_daily", "ui_digest", "ui_yearly"]
+    digest, daily, yearly = by_type["ui_digest"], by_type["ui_daily"], by_type["ui_yearly"]
+    retired = by_type["retired_report"]
     assert (digest["cron"], digest["every_s"], digest["time_zone"]) == (
         "0 8 * * *", None, "Europe/Berlin",
     )  # fmt: skip
     assert (digest["last_run"], digest["last_task_id"]) == (None, None)
     assert digest["workers"] == [_worker_id(conn, everything)]  # --types left the other out
     assert (daily["cron"], daily["every_s"], daily["time_zone"]) == (None, 86400, None)
-    assert (daily["last_task_id"], daily["last_task_status"]) == (str(daily_task), "completed")
-    assert daily["last_run"] < data["now"] < daily["next_run"]
-    assert daily["workers"] == ids
+    assert daily["last_run"] is None
+    assert data["now"] < daily["next_run"]
+    assert (yearly["cron"], yearly["time_zone"]) == ("0 0 1 1 *", "UTC")
+    assert (yearly["last_task_id"], yearly["last_task_status"]) == (str(yearly_task), "completed")
+    assert yearly["last_run"] < data["now"] < yearly["next_run"]
+    assert yearly["workers"] == ids
     assert (retired["active"], retired["next_run"], retired["workers"]) == (False, None, [])
     assert (retired["last_task_id"], retired["last_task_status"]) == (str(pruned), None)
 
@@ -135,8 +140,9 @@ def test_schedules_api_shows_what_live_workers_run_with_listener_status_numbers(
         "type": "ui_llm", "running": 1, "global_concurrency": 1, "at_concurrency_limit": True,
         "rate_limit": "1/h", "started_in_window": 1, "throttled": True,
         "next_slot_at": (started_at + timedelta(hours=1)).isoformat(),
-        "pending": 2, "pending_due": 0,
+        "pending": 3, "pending_due": 1,
     }  # fmt: skip
+    assert status_of(conn, held) == "pending"
 
 
 def _published(conn: psycopg.Connection[Any], limits: dict[str, Any]) -> None:
