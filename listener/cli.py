@@ -14,7 +14,6 @@ import psycopg
 
 from listener import __version__, db, migrations, producer, verify
 from listener.errors import ConfigError, DatabaseUnavailableError, InvalidTaskError
-from listener.limits import RateLimit
 from listener.store import enqueue
 from listener.store import status as queue_status
 from listener.store.schedules import LimitStatus, ScheduleStatus
@@ -194,33 +193,11 @@ def _status_json(status: queue_status.QueueStatus) -> dict[str, Any]:
 
 
 def _schedule_json(s: ScheduleStatus) -> dict[str, Any]:
-    return {
-        "type": s.type,
-        "schedule": s.schedule,
-        "active": s.active,
-        "last_run": _iso(s.last_run),
-        "last_task_id": s.last_task_id,
-        "next_run": _iso(s.next_run),
-    }
+    return s.as_json()
 
 
 def _limit_json(limit: LimitStatus) -> dict[str, Any]:
-    rate = limit.rate_limits[0] if limit.rate_limits else None
-    return {
-        "type": limit.type,
-        "running": limit.running,
-        "global_concurrency": limit.global_concurrency,
-        "global_concurrency_varies": limit.global_concurrency_varies,
-        "rate_limit": None if rate is None else str(RateLimit(rate["count"], rate["window_s"])),
-        "rate_limit_count": None if rate is None else rate["count"],
-        "rate_limit_window_s": None if rate is None else rate["window_s"],
-        "rate_limit_varies": len(limit.rate_limits) > 1,
-        "started_in_window": limit.started_in_window,
-    }
-
-
-def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.isoformat()
+    return limit.as_json()
 
 
 def _status_text(status: queue_status.QueueStatus) -> str:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 _EVERY = re.compile(r"([1-9][0-9]*)(s|m|h)")
+_DESCRIPTION = re.compile(r"cron (?P<cron>.+) \((?P<tz>[^()]+)\)|every (?P<every>\S+)")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
 _SECOND = timedelta(seconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -118,6 +119,20 @@ def parse_schedule(cron: str | None, every: str | None, cron_tz: str | None) -> 
     if every is not None:
         return Schedule(every_s=parse_every(every))
     return None
+
+
+def from_description(text: str) -> Schedule | None:
+    """The Schedule a ``description`` was made from (as listener.schedules stores it);
+    None for text in no form this version writes."""
+    match = _DESCRIPTION.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        if match["every"] is not None:
+            return Schedule(every_s=parse_every(match["every"]))
+        return Schedule(cron=parse_cron(match["cron"]), tz=parse_time_zone(match["tz"]))
+    except ValueError:
+        return None
 
 
 def parse_cron(expression: object) -> str:

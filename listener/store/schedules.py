@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 
+from listener.limits import RateLimit
 from listener.sqlfiles import query
 
 Conn = AsyncConnection[Any]
@@ -88,6 +89,23 @@ class LimitStatus:
     running: int  # processing with a live lease
     rate_limits: list[dict[str, int]]  # {"count", "window_s"}: one unless workers disagree
     started_in_window: int | None  # for the strictest rate limit's window
+    # When the strictest rate limit lets the next task start; None unless it is used up.
+    next_slot_at: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """What `listener status --json` says of this type (the dashboard adds to it)."""
+        rate = self.rate_limits[0] if self.rate_limits else None
+        return {
+            "type": self.type,
+            "running": self.running,
+            "global_concurrency": self.global_concurrency,
+            "global_concurrency_varies": self.global_concurrency_varies,
+            "rate_limit": None if rate is None else str(RateLimit(rate["count"], rate["window_s"])),
+            "rate_limit_count": None if rate is None else rate["count"],
+            "rate_limit_window_s": None if rate is None else rate["window_s"],
+            "rate_limit_varies": len(self.rate_limits) > 1,
+            "started_in_window": self.started_in_window,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +116,22 @@ class ScheduleStatus:
     last_task_id: uuid.UUID | None
     next_run: datetime | None  # None when no live worker runs the schedule
     active: bool
+    workers: list[str] = field(default_factory=list)  # ids of the live workers that run it
+
+    def as_json(self) -> dict[str, Any]:
+        """What `listener status --json` says of this schedule (the dashboard adds to it)."""
+        return {
+            "type": self.type,
+            "schedule": self.schedule,
+            "active": self.active,
+            "last_run": _iso(self.last_run),
+            "last_task_id": None if self.last_task_id is None else str(self.last_task_id),
+            "next_run": _iso(self.next_run),
+        }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
 
 
 def limit_status(conn: psycopg.Connection[Any], stale_s: float) -> list[LimitStatus]:
@@ -107,20 +141,28 @@ def limit_status(conn: psycopg.Connection[Any], stale_s: float) -> list[LimitSta
         query("status_limits"), {"stale_s": stale_s}
     ).fetchall():
         rate_limits = sorted(rates or [], key=lambda r: r["count"] / r["window_s"])
-        started = None
+        started, next_slot_at = None, None
         if rate_limits:
-            params = {"type": task_type, "window_s": rate_limits[0]["window_s"]}
+            strictest = rate_limits[0]
+            params = {
+                "type": task_type,
+                "window_s": strictest["window_s"],
+                "count": strictest["count"],
+            }
             row = conn.execute(query("status_rate_window_starts"), params).fetchone()
-            started = int(row[0]) if row else 0
+            started, next_slot_at = (int(row[0]), row[1]) if row else (0, None)
         found.append(
-            LimitStatus(task_type, global_n, variants > 1, int(running), rate_limits, started)
+            LimitStatus(
+                task_type, global_n, variants > 1, int(running), rate_limits, started, next_slot_at
+            )
         )
     return found
 
 
 def schedule_status(conn: psycopg.Connection[Any], stale_s: float) -> list[ScheduleStatus]:
+    """Every schedule, its last and next run, and the live workers that run it."""
     rows = conn.execute(query("status_schedules"), {"stale_s": stale_s}).fetchall()
     return [
-        ScheduleStatus(t, s, last, task_id, next_run if active else None, bool(active))
-        for t, s, last, task_id, next_run, active in rows
+        ScheduleStatus(t, s, last, task_id, next_run if workers else None, bool(workers), workers)
+        for t, s, last, task_id, next_run, workers in rows
     ]

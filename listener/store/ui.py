@@ -13,7 +13,8 @@ from typing import Any
 import psycopg
 
 from listener.sqlfiles import query
-from listener.store.status import QueueStatus, queue_status
+from listener.store.schedules import LimitStatus, ScheduleStatus, limit_status, schedule_status
+from listener.store.status import WORKER_STALE_S, QueueStatus, queue_status
 
 # Rows one listing page may look at: a filter that matches few rows gives a short
 # page that says where to go on, never a walk through the whole table.
@@ -83,6 +84,33 @@ def read_overview(conn: psycopg.Connection[Any]) -> Overview:
         oldest_due=oldest[0] if oldest else None,
         now=now,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulesAndLimits:
+    """`listener status`'s schedules and limits, with what the page adds to them."""
+
+    schedules: list[ScheduleStatus]
+    limits: list[LimitStatus]
+    pending: dict[str, tuple[int, int]]  # limited type -> (pending, of which due)
+    last_run_status: dict[uuid.UUID, str]  # the schedules' last tasks (absent: pruned)
+    now: datetime
+
+
+def read_schedules_and_limits(conn: psycopg.Connection[Any]) -> SchedulesAndLimits:
+    """The schedules and limits page: schedules, limits and their use, pending tasks."""
+    schedules = schedule_status(conn, WORKER_STALE_S)
+    limits = limit_status(conn, WORKER_STALE_S)
+    pending: dict[str, tuple[int, int]] = {}
+    if limits:
+        types = [limit.type for limit in limits]
+        for t, n, due in conn.execute(query("ui_pending_by_type"), {"types": types}):
+            pending[t] = (int(n), int(due))
+    statuses: dict[uuid.UUID, str] = {}
+    ids = [s.last_task_id for s in schedules if s.last_task_id is not None]
+    if ids:
+        statuses = dict(conn.execute(query("ui_task_statuses"), {"ids": ids}).fetchall())
+    return SchedulesAndLimits(schedules, limits, pending, statuses, read_now(conn))
 
 
 def read_now(conn: psycopg.Connection[Any]) -> datetime:

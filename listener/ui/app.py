@@ -1,9 +1,9 @@
 """The dashboard's composition root: settings, pool, templates, routes, headers.
 
 Pages live in listener.ui.pages, the JSON API in listener.ui.api, login in
-listener.ui.session. A new page (the schedules and limits page, once schedules
-exist) is a module with a ``routes()`` list added to ``_routes`` and an entry
-in ``NAV``.
+listener.ui.session, the schedules and limits page (and its JSON) in
+listener.ui.schedules. A new page is a module with a ``routes()`` list added to
+``_routes`` and an entry in ``NAV``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,12 @@ from listener.ui import views
 from listener.ui.auth import Auth, LoginThrottle
 from listener.ui.database import Database
 
-# Header navigation: (label, route name). Add the schedules and limits page here.
-NAV: tuple[tuple[str, str], ...] = (("Overview", "overview"), ("Tasks", "tasks"))
+# Header navigation: (label, route name).
+NAV: tuple[tuple[str, str], ...] = (
+    ("Overview", "overview"),
+    ("Tasks", "tasks"),
+    ("Schedules and limits", "schedules"),
+)
 MAX_BODY_BYTES = 16 * 1024  # forms hold a token, a CSRF token and a type name
 
 CSP = (
@@ -120,11 +124,12 @@ def create_app(settings: UiSettings) -> Starlette:
 
 
 def _routes() -> list[BaseRoute]:
-    from listener.ui import api, pages, session
+    from listener.ui import api, pages, schedules, session
 
     static = StaticFiles(packages=[("listener.ui", "static")])
     return [
         *pages.routes(),
+        *schedules.routes(),
         *session.routes(),
         *api.routes(),
         Mount("/static", app=static, name="static"),

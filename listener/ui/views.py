@@ -114,7 +114,7 @@ def health(data: dict[str, Any]) -> list[dict[str, str]]:
 
 def task_row(row: dict[str, Any]) -> dict[str, Any]:
     """A task of a listing, JSON-ready."""
-    return {k: _json_value(v) for k, v in row.items()}
+    return {k: json_value(v) for k, v in row.items()}
 
 
 def task_detail(row: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def history(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"at": at.isoformat(), "event": event} for at, event in events]
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, uuid.UUID):

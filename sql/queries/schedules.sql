@@ -57,13 +57,14 @@ FROM listener.schedules
 WHERE type = ANY (%(types)s::text[]);
 
 -- name: status_schedules
--- Every schedule, with whether a live worker still runs it.
+-- Every schedule, with the live workers that still run it (none: it stopped).
 SELECT s.type, s.schedule, s.last_enqueued_for, s.last_task_id, s.next_run_at,
-       EXISTS (
-           SELECT 1 FROM listener.workers AS w
+       ARRAY(
+           SELECT w.id FROM listener.workers AS w
            WHERE w.last_seen_at >= now() - make_interval(secs => %(stale_s)s)
              AND w.schedules ? s.type
-       ) AS active
+           ORDER BY w.id
+       ) AS workers
 FROM listener.schedules AS s
 ORDER BY s.type;
 
@@ -93,6 +94,15 @@ ORDER BY m.type;
 
 -- name: status_rate_window_starts
 -- Starts of a type in the last window_s seconds, as the claim counts them against its
--- rate limit (listener.rate_starts: one row per claimed task of a rate-limited type).
-SELECT count(*) FROM listener.rate_starts
-WHERE type = %(type)s AND started_at > now() - make_interval(secs => %(window_s)s);
+-- rate limit (listener.rate_starts: one row per claimed task of a rate-limited type,
+-- rate_starts_type_idx). And, when %(count)s or more are there (the window is used
+-- up), when the next slot opens: once the %(count)s-th newest start leaves the window,
+-- count - 1 are left in it. (With no more starts than the limit, which is what the
+-- claim allows, that is the oldest one: the claim's own reopens_in_s.)
+WITH starts AS (
+    SELECT started_at FROM listener.rate_starts
+    WHERE type = %(type)s AND started_at > now() - make_interval(secs => %(window_s)s)
+)
+SELECT (SELECT count(*) FROM starts) AS started,
+       (SELECT started_at FROM starts ORDER BY started_at DESC
+        OFFSET %(count)s - 1 LIMIT 1) + make_interval(secs => %(window_s)s) AS next_slot_at;

@@ -191,3 +191,18 @@ SELECT set_config('enable_sort', 'off', true);
 
 -- name: ui_now
 SELECT now();
+
+-- name: ui_pending_by_type
+-- The schedules and limits page: pending tasks of the limited types, and how many
+-- of them are due (waiting for a slot or a worker), from tasks_claim_idx.
+SELECT type, count(*) AS pending, count(*) FILTER (WHERE run_at <= now()) AS due
+FROM public.tasks
+WHERE status = 'pending' AND type = ANY (%(types)s::text[])
+GROUP BY type;
+
+-- name: ui_task_statuses
+-- The statuses of a few tasks by id (the schedules' last runs), by primary key.
+-- A task missing from the answer was pruned.
+SELECT id, status
+FROM public.tasks
+WHERE id = ANY (%(ids)s::uuid[]);

@@ -170,8 +170,11 @@ def test_the_overview_counts_match_listener_status_json_and_update_live(
         assert browser.execute_script("return window.__not_reloaded === true;")
         assert console_errors(browser) == []
 
-        # The other pages pass the accessibility check too: retry-all, an error page.
-        for path in ("/actions/retry-failed?type=ui_flaky", f"/tasks/{uuid.uuid4()}"):
+        # The other pages pass the accessibility check too: retry-all, schedules and
+        # limits with none to show (this worker has neither), an error page.
+        for path in (
+            "/actions/retry-failed?type=ui_flaky", "/schedules", f"/tasks/{uuid.uuid4()}",
+        ):  # fmt: skip
             _open(browser, base + path)
             assert axe_violations(browser) == [], path
         errors = console_errors(browser)
@@ -193,6 +196,60 @@ def _page_counts(browser: Any, by: Any) -> dict[tuple[str, str], int]:
         ".map(td => [td.dataset.status, td.dataset.type, td.textContent.trim()]);"
     )
     return {(status, task_type): int(n) for status, task_type, n in cells if int(n)}
+
+
+def test_the_schedules_page_shows_a_schedule_and_a_limit_live_and_links_the_last_run(
+    dsn: str, conn: psycopg.Connection[Any], browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    # every_second fires every second; limited: global_concurrency=2, rate_limit="5/s".
+    worker = WorkerProcess(
+        dsn, "--handlers", "tests.schedule_handlers", "--types", "every_second", "limited"
+    )
+    try:
+        worker.wait_started()
+        wait_until(lambda: _last_scheduled_task(conn, "every_second"), timeout_s=20)
+        with ui_process(dsn, None, tmp_path / "ui.log") as base:
+            _open(browser, base + "/")
+            _fresh(lambda: browser.find_element(By.LINK_TEXT, "Schedules and limits").click())
+            wait_until(lambda: browser.current_url == base + "/schedules")
+            schedule = "#schedules tr[data-type=every_second]"
+            row = _fresh(lambda: browser.find_element(By.CSS_SELECTOR, schedule).text)
+            assert "every 1s" in row
+            (worker_id,) = conn.execute(
+                "SELECT id FROM listener.workers WHERE pid = %s", (worker.proc.pid,)
+            ).fetchone() or (None,)
+            assert worker_id
+            assert worker_id in row  # run by this worker
+            limit = _fresh(lambda: browser.find_element(By.ID, "limits").text)
+            assert "limited" in limit
+            assert "0 / 2" in limit  # running / global_concurrency
+            assert "per second" in limit
+            assert axe_violations(browser) == []
+
+            # Live: the last run moves on each second, without a reload.
+            browser.execute_script("window.__not_reloaded = true;")
+            last_run = f"return document.querySelector('{schedule} time').dateTime;"
+            first = browser.execute_script(last_run)
+            wait_until(lambda: browser.execute_script(last_run) != first, timeout_s=15)
+            assert browser.execute_script("return window.__not_reloaded === true;")
+
+            _fresh(lambda: browser.find_element(By.CSS_SELECTOR, f"{schedule} a.id").click())
+            wait_until(lambda: "/tasks/" in browser.current_url)
+            assert "every_second" in browser.find_element(By.TAG_NAME, "h1").text + (
+                browser.find_element(By.ID, "task-summary").text
+            )
+            assert console_errors(browser) == []
+    finally:
+        worker.stop()
+
+
+def _last_scheduled_task(conn: psycopg.Connection[Any], task_type: str) -> Any:
+    row = conn.execute(
+        "SELECT last_task_id FROM listener.schedules WHERE type = %s", (task_type,)
+    ).fetchone()
+    return row[0] if row else None
 
 
 def test_live_updates_wait_while_the_keyboard_focus_is_in_the_part_they_would_replace(

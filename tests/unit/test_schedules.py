@@ -9,7 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim
 
-from listener.schedules import Schedule, parse_cron, parse_every, parse_schedule
+from listener.schedules import (
+    Schedule,
+    from_description,
+    parse_cron,
+    parse_every,
+    parse_schedule,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -205,3 +211,26 @@ def test_descriptions_say_what_status_shows() -> None:
     assert Schedule(every_s=900).description == "every 15m"
     assert Schedule(every_s=90).description == "every 90s"
     assert Schedule(every_s=7200).description == "every 2h"
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        Schedule(cron="0 8 * * *", tz="Europe/Berlin"),
+        Schedule(cron="*/15 9-17 * * MON-FRI", tz="UTC"),
+        Schedule(cron="0 0 L * *", tz="America/Argentina/Buenos_Aires"),
+        Schedule(every_s=1),
+        Schedule(every_s=90),
+        Schedule(every_s=7200),
+    ],
+)
+def test_a_description_reads_back_as_the_schedule_it_describes(schedule: Schedule) -> None:
+    assert from_description(schedule.description) == schedule
+
+
+@pytest.mark.parametrize(
+    "text", ["", "daily", "cron 0 8 * * *", "cron 0 8 * * (UTC)", "cron 0 8 * * * (Mars/Base)",
+             "every 15", "every 1d", "every 15s (UTC)"],
+)  # fmt: skip
+def test_a_description_in_no_form_this_version_writes_reads_as_none(text: str) -> None:
+    assert from_description(text) is None
