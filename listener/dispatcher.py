@@ -215,9 +215,13 @@ class Dispatcher:
                     conn, self.acks.finishes(outcomes), self.worker_id, token, want,
                     self.claim_spec, self.lease_s,
                 )  # fmt: skip
-        except BaseException as exc:
+        except Exception as exc:
             if outcomes:
-                self.acks.failed(outcomes, exc if isinstance(exc, Exception) else Exception())
+                self.acks.failed(outcomes, exc)  # they wait and are written later
+            raise
+        except BaseException:  # cancelled: shutdown writes them
+            for claim in outcomes:
+                claim.writing = False
             raise
         self.acks.settle(outcomes, written)
         return rows, outlook, token

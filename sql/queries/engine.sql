@@ -54,8 +54,14 @@ WITH outcome AS (
     WHERE t.id = ANY (%(ids)b::uuid[]) AND t.id = l.id
     RETURNING t.id, l.token, extract(epoch FROM t.run_at - now())::float8 AS due_in_s
 )
--- ours: looked up only for what was not written (the snapshot is the statement's).
-SELECT o.id, o.token, w.id IS NOT NULL AS written, w.due_in_s,
+-- ours: looked up only for what was not written (the snapshot is the statement's); a
+-- row this claim already finished (a commit whose reply was lost) counts as written.
+SELECT o.id, o.token, w.id IS NOT NULL OR EXISTS (
+           SELECT 1 FROM public.tasks AS t
+           WHERE w.id IS NULL AND t.id = o.id AND t.claim_token = o.token
+             AND t.status IN ('completed', 'failed')
+       ) AS written,
+       w.due_in_s,
        CASE WHEN w.id IS NULL THEN EXISTS (
            SELECT 1 FROM public.tasks AS t
            WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'processing'

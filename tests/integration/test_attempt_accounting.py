@@ -150,3 +150,17 @@ def _stage(conn: psycopg.Connection[Any], before: Row) -> uuid.UUID:
         ),
     )  # fmt: skip
     return task_id
+
+
+async def test_an_outcome_written_twice_counts_as_written_not_as_someone_elses(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    # The commit of the first write went through but its reply was lost: the second
+    # write of the same claim's outcome finds it done, and says so.
+    task_id = _stage(conn, Row("processing", 1, claimed=True))
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
+        (first,) = await _finish("complete")(aconn, task_id)
+        (again,) = await _finish("complete")(aconn, task_id)
+        (other,) = await store.finish(aconn, [store.Finish((task_id, uuid.uuid4()), "complete")])
+    assert (first.written, again.written) == (True, True)
+    assert (other.written, other.ours) == (False, False)
