@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from listener.errors import PermanentError, RetryLater
-from listener.redaction import redact_text
+from listener.redaction import primary_message, redact_text
 
 MAX_ERROR_CHARS = 2000
 _rng = random.Random()
@@ -61,8 +61,11 @@ def decide(
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message``, bounded, with e-mail addresses and secrets masked."""
-    message = redact_text(str(exc).strip())
+    """``Type: message``, bounded, with e-mail addresses and secrets masked.
+
+    A database error keeps its primary message only: its DETAIL may copy a whole row.
+    """
+    message = redact_text(primary_message(exc))
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     if len(text) > MAX_ERROR_CHARS:
         text = text[: MAX_ERROR_CHARS - 1] + "…"
