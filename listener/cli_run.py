@@ -36,7 +36,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=9108,
         help="port for /metrics, /healthz, /readyz (default 9108; 0 disables)",
     )  # fmt: skip
-    run.add_argument("--metrics-host", default="0.0.0.0", help="bind address (default all)")  # noqa: S104
+    run.add_argument(
+        "--metrics-host", default=os.environ.get("LISTENER_METRICS_HOST") or "127.0.0.1",
+        help="bind address (default $LISTENER_METRICS_HOST, else 127.0.0.1: loopback only; "
+        "the container image sets 0.0.0.0)",
+    )  # fmt: skip
     run.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
     run.add_argument(
         "--lease-s", type=float, default=30.0, help="task lease, renewed while running"

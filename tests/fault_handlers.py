@@ -102,3 +102,10 @@ async def hang(task: Task) -> None:
 @handler("needs_shape", max_attempts=1)
 async def needs_shape(task: Task) -> None:
     task.payload["order"]["id"]
+
+
+@handler("env_probe", transactional=True)
+async def env_probe(task: Task, conn: psycopg.AsyncConnection[Any]) -> None:
+    """Records what the worker's environment holds for each name in ``names``."""
+    for name in task.payload["names"]:
+        await _record(conn, task, f"{name}={os.environ.get(name, '<unset>')}")

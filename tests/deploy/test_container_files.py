@@ -95,3 +95,11 @@ def test_dockerfile_runs_the_worker_as_pid_1_non_root_with_a_healthcheck() -> No
     user = next(line for line in lines if line.startswith("USER "))
     assert user.split()[1].split(":")[0] not in {"0", "root"}
     assert any(line.startswith("HEALTHCHECK ") for line in lines)
+
+
+def test_the_image_serves_metrics_on_every_interface_whatever_its_command() -> None:
+    """A container's port is reached through its own interface; loopback (the default of
+    a plain `listener run`) would hide it. ENV, not CMD: it survives `args:` overrides."""
+    text = (ROOT / "Dockerfile").read_text()
+    env_block = text[text.index("\nENV PATH=") : text.index("\nWORKDIR /app")]
+    assert "LISTENER_METRICS_HOST=0.0.0.0" in env_block

@@ -82,9 +82,29 @@ def ensure_api_roles(conn: psycopg.Connection[Any]) -> None:
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
 
 
+# Settings a developer may have exported for the shipped handlers or the worker. A
+# test's subprocess gets none of them unless the test passes them itself, so a real
+# SMTP relay, LLM key or webhook secret is never used (or leaked) by a test run.
+DEVELOPER_SETTINGS = ("SMTP_", "LLM_", "RAZORPAY_", "CARE_PLAN_")
+DEVELOPER_LISTENER_SETTINGS = frozenset(
+    {"LISTENER_CREDIT_HOOK", "LISTENER_METRICS_HOST", "LISTENER_METRICS_PORT",
+     "LISTENER_REQUIRE_EXPECTED_ORDERS"}
+)  # fmt: skip
+
+
+def is_developer_setting(name: str) -> bool:
+    return name.startswith(DEVELOPER_SETTINGS) or name in DEVELOPER_LISTENER_SETTINGS
+
+
+def subprocess_environ() -> dict[str, str]:
+    """This process's environment without the developer's handler and worker settings."""
+    return {k: v for k, v in os.environ.items() if not is_developer_setting(k)}
+
+
 def cli_env(**overrides: str | None) -> dict[str, str]:
-    """The environment for a `listener` subprocess: no DATABASE_URL unless given."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}}
+    """The environment for a `listener` subprocess: no DATABASE_URL unless given, and
+    none of the developer's handler settings (``SMTP_*``, ``LLM_*``, ``RAZORPAY_*``...)."""
+    env = {k: v for k, v in subprocess_environ().items() if k not in {"DATABASE_URL"}}
     for key, value in overrides.items():
         if value is None:
             env.pop(key, None)
