@@ -4,6 +4,11 @@ An order is credited once however often, in whatever order and however
 concurrently its events arrive: ``credit_once`` records the order (unique by
 ``order_id``) and runs the credit hook in the caller's transaction, and only the
 transaction that recorded it first runs the hook.
+
+Amounts are trusted only as far as the app said: an order registered with
+``expect_order`` must be paid exactly that; an unregistered one is refused when
+``LISTENER_REQUIRE_EXPECTED_ORDERS`` is on (recommended for production), else
+credited as the signed event reports it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
@@ -23,6 +28,10 @@ from listener.errors import ConfigError, PermanentError
 from listener.sqlfiles import query
 
 CREDIT_HOOK_ENV = "LISTENER_CREDIT_HOOK"
+REQUIRE_EXPECTED_ENV = "LISTENER_REQUIRE_EXPECTED_ORDERS"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+Settlement = Literal["credited", "already_recorded", "partial"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +44,7 @@ class Purchase:
     currency: str
     email: str | None
     status: str  # "captured" (payment.captured) or "paid" (order.paid)
-    event: str
+    event: str  # order.paid: the order's amount_paid, checked to equal its amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,10 @@ class ExpectedOrder:
 
 class PaymentMismatchError(PermanentError):
     """A payment's amount or currency differs from what its order expects."""
+
+
+class UnexpectedOrderError(PermanentError):
+    """An order the app never registered, while ``LISTENER_REQUIRE_EXPECTED_ORDERS`` is on."""
 
 
 CreditHook = Callable[[psycopg.AsyncConnection[Any], Purchase], Awaitable[None]]
@@ -178,16 +191,52 @@ async def credit_once(conn: psycopg.AsyncConnection[Any], purchase: Purchase) ->
     A concurrent delivery for the same order waits on the ledger's unique key and
     returns False once the first commits, so the credit hook runs once per order.
     """
+    return await settle(conn, purchase) == "credited"
+
+
+async def settle(conn: psycopg.AsyncConnection[Any], purchase: Purchase) -> Settlement:
+    """``credit_once``, saying what happened: credited, already recorded, or partial.
+
+    ``partial``: a ``payment.captured`` for less than a registered order expects, in its
+    currency (Razorpay partial payments). Nothing is recorded; the order is credited by
+    its ``order.paid``, which Razorpay sends once the order is paid in full.
+    """
     expected = await aexpected_order(conn, purchase.order_id)
+    if expected is None and require_expected_orders():
+        raise UnexpectedOrderError(
+            f"order {purchase.order_id} was never registered with expect_order and "
+            f"{REQUIRE_EXPECTED_ENV} is on; nothing recorded"
+        )
     if expected is not None:
+        if _is_partial(purchase, expected):
+            return "partial"
         _check_expected(purchase, expected)
     email = purchase.email or (expected.email if expected else None)
     first = await arecord_transaction(
         conn, purchase.order_id, email, purchase.amount_paise, purchase.status
     )
-    if first:
-        await credit_hook()(conn, purchase)
-    return first
+    if not first:
+        return "already_recorded"
+    await credit_hook()(conn, purchase)
+    return "credited"
+
+
+def require_expected_orders() -> bool:
+    """``LISTENER_REQUIRE_EXPECTED_ORDERS``: refuse orders never registered with expect_order."""
+    raw = os.environ.get(REQUIRE_EXPECTED_ENV, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{REQUIRE_EXPECTED_ENV}={raw!r} must be 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _is_partial(purchase: Purchase, expected: ExpectedOrder) -> bool:
+    return (
+        purchase.event == "payment.captured"
+        and purchase.currency.upper() == expected.currency
+        and 0 < purchase.amount_paise < expected.amount_paise
+    )
 
 
 def _check_expected(purchase: Purchase, expected: ExpectedOrder) -> None:
@@ -250,6 +299,8 @@ __all__ = [
     "ExpectedOrder",
     "PaymentMismatchError",
     "Purchase",
+    "Settlement",
+    "UnexpectedOrderError",
     "aexpect_order",
     "aexpected_order",
     "arecord_transaction",
@@ -258,7 +309,9 @@ __all__ = [
     "expect_order",
     "record_only",
     "record_transaction",
+    "require_expected_orders",
     "set_credit_hook",
+    "settle",
     "verify_payment_signature",
     "verify_webhook_signature",
 ]
