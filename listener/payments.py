@@ -13,18 +13,18 @@ credited as the signed event reports it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib
 import inspect
 import os
-from collections.abc import Awaitable, Callable, Iterable
+import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
 
 from listener.errors import ConfigError, PermanentError
+from listener.signatures import verify_payment_signature, verify_webhook_signature
 from listener.sqlfiles import query
 
 CREDIT_HOOK_ENV = "LISTENER_CREDIT_HOOK"
@@ -32,6 +32,7 @@ REQUIRE_EXPECTED_ENV = "LISTENER_REQUIRE_EXPECTED_ORDERS"
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 Settlement = Literal["credited", "already_recorded", "partial"]
+_STATUS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,53 +68,23 @@ class UnexpectedOrderError(PermanentError):
 
 CreditHook = Callable[[psycopg.AsyncConnection[Any], Purchase], Awaitable[None]]
 
-# -- signatures -------------------------------------------------------------------
-
-
-def verify_webhook_signature(raw_body: bytes, signature: str, secrets: str | Iterable[str]) -> bool:
-    """True if ``signature`` is the HMAC-SHA256 hex of ``raw_body`` under any of ``secrets``.
-
-    Pass the current and the previous secret during a rotation window.
-    """
-    candidates = [secrets] if isinstance(secrets, str) else list(secrets)
-    if not isinstance(raw_body, bytes | bytearray) or not isinstance(signature, str):
-        return False
-    given = signature.strip().lower().encode()
-    matched = False
-    for secret in candidates:
-        if not secret:
-            continue
-        expected = hmac.new(secret.encode(), bytes(raw_body), hashlib.sha256).hexdigest()
-        # Every secret is checked, so timing does not tell which one matched.
-        matched |= hmac.compare_digest(expected.encode(), given)
-    return matched
-
-
-def verify_payment_signature(
-    order_id: str, payment_id: str, signature: str, key_secret: str
-) -> bool:
-    """True if ``signature`` is Checkout's HMAC-SHA256 hex over ``order_id|payment_id``."""
-    if not all(isinstance(v, str) for v in (order_id, payment_id, signature, key_secret)):
-        return False
-    if not key_secret:
-        return False
-    message = f"{order_id}|{payment_id}".encode()
-    expected = hmac.new(key_secret.encode(), message, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
-
-
 # -- the ledger -------------------------------------------------------------------
 
 
 def _record_params(
     order_id: str, email: str | None, amount_paise: int, status: str
 ) -> dict[str, Any]:
-    if not isinstance(order_id, str) or not order_id:
-        raise ValueError("order_id must be a non-empty string")
+    # The same bounds as the ledger's CHECK constraints (migration 0006), said plainly.
+    if not isinstance(order_id, str) or not 0 < len(order_id) <= 128:
+        raise ValueError("order_id must be a non-empty string of at most 128 characters")
+    if email is not None and (not isinstance(email, str) or len(email) > 320):
+        raise ValueError("email must be None or a string of at most 320 characters")
     if isinstance(amount_paise, bool) or not isinstance(amount_paise, int) or amount_paise < 0:
         raise ValueError(f"amount_paise must be a non-negative integer, got {amount_paise!r}")
-    if not isinstance(status, str) or not status:
-        raise ValueError("status must be a non-empty string")
+    if not isinstance(status, str) or not _STATUS.match(status):
+        raise ValueError(
+            f"status must be a word of at most 32 letters, digits, _ or -, got {status!r}"
+        )
     return {"order_id": order_id, "email": email, "amount": amount_paise, "status": status}
 
 

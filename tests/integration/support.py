@@ -73,13 +73,26 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authen
 """
 
 
-def ensure_api_roles(conn: psycopg.Connection[Any]) -> None:
-    """Create anon and authenticated if missing. Roles are cluster-wide and shared with
-    whoever else uses this server, so they are created idempotently and never dropped."""
-    for role in API_ROLES:
+# What Supabase grants its backend role: everything, and it bypasses RLS.
+SUPABASE_SERVICE_ROLE_GRANTS = """
+GRANT USAGE ON SCHEMA public TO service_role;
+GRANT ALL ON ALL TABLES IN SCHEMA public TO service_role;
+GRANT ALL ON ALL FUNCTIONS IN SCHEMA public TO service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO service_role;
+"""
+
+
+def ensure_api_roles(conn: psycopg.Connection[Any], *extra: str) -> None:
+    """Create anon and authenticated (and ``extra`` roles, e.g. service_role) if missing.
+    Roles are cluster-wide and shared with whoever else uses this server, so they are
+    created idempotently and never dropped."""
+    for role in (*API_ROLES, *extra):
+        # As on Supabase: service_role bypasses RLS (test_enqueue_rpc relies on it).
+        attributes = "NOLOGIN BYPASSRLS" if role == "service_role" else "NOLOGIN"
         # Exists already, or another session created it a moment ago.
         with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("CREATE ROLE {} " + attributes).format(sql.Identifier(role)))
 
 
 # Settings a developer may have exported for the shipped handlers or the worker. A

@@ -117,11 +117,16 @@ def test_verify_reports_every_check_on_a_migrated_database(dsn: str) -> None:
         "✓ insert trigger sends NOTIFY",
         "✓ claim index tasks_claim_idx exists",
         "✓ row level security enabled on every listener table",
-        out.splitlines()[5],  # names the API roles, which depend on the server
+        "✓ no row level security policy on listener's tables",
+        out.splitlines()[6],  # names the API roles, which depend on the server
+        "✓ no view exposes listener's tables to API roles",
+        "✓ no SECURITY DEFINER function in public is executable by API roles",
+        "✓ service_role can't truncate the tables or write the payment ledger",
         "✓ every function pins its search_path",
+        "✓ functions created later in schema listener are not executable by API roles",
         f"✓ migrations current ({len(ALL)} applied)",
     ]
-    assert out.splitlines()[5].startswith("✓ API roles locked out")
+    assert out.splitlines()[6].startswith("✓ API roles locked out")
 
 
 def test_verify_on_an_empty_database_fails_naming_the_fix(empty_dsn: str) -> None:

@@ -86,10 +86,13 @@ def test_checkout_signature_with_ids_swapped_or_wrong_key_is_rejected() -> None:
     ("args", "message"),
     [
         (("", "a@b.co", 100, "captured"), "order_id must be a non-empty string"),
+        (("o" * 129, "a@b.co", 100, "captured"), "order_id must be a non-empty string of at most"),
+        (("order_1", "e" * 321, 100, "captured"), "email must be None or a string of at most 320"),
+        (("order_1", None, 100, "paid; --"), "status must be a word of at most 32"),
         (("order_1", "a@b.co", -1, "captured"), "amount_paise must be a non-negative integer"),
         (("order_1", "a@b.co", True, "captured"), "amount_paise must be a non-negative integer"),
         (("order_1", "a@b.co", 10.5, "captured"), "amount_paise must be a non-negative integer"),
-        (("order_1", "a@b.co", 100, ""), "status must be a non-empty string"),
+        (("order_1", "a@b.co", 100, ""), "status must be a word"),
     ],
 )
 def test_record_transaction_rejects_bad_arguments_before_touching_the_database(
