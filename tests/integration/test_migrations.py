@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import psycopg
@@ -11,6 +10,7 @@ import pytest
 from listener import migrations
 from listener.sqlfiles import migrations as migration_files
 from tests.integration.support import LISTENER, ORIGINAL_SETUP_SQL, cli_env, run_cli
+from tests.tools import require_tool
 
 FIRST = migration_files()[0]
 ALL = migration_files()
@@ -86,12 +86,12 @@ def test_pasted_schema_script_runs_twice_then_verify_passes_and_migrate_is_curre
     assert run_cli("migrate", "--dsn", empty_dsn).stdout == "schema is up to date\n"
 
 
-@pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed here")
 def test_pasted_schema_script_runs_twice_in_psql_without_an_error(empty_dsn: str) -> None:
+    psql = require_tool("psql")  # CI installs it (.ci/install-tools): never skipped there
     script = run_cli("schema").stdout
     for _ in range(2):
         result = subprocess.run(
-            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", empty_dsn, "-f", "-"],
+            [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", empty_dsn, "-f", "-"],
             input=script,
             capture_output=True,
             text=True,
