@@ -20,13 +20,14 @@ SECRET_KEYS = re.compile(
 
 # A quoted value, with backslash escapes (so an escaped quote does not end it), or
 # an unquoted run up to whitespace.
-_VALUE = r"(?P<value>\"(?:[^\"\\]|\\.)*\"?|'(?:[^'\\]|\\.)*'?|\S+)"
+_VALUE = re.compile(r"\"(?:[^\"\\]|\\.)*\"?|'(?:[^'\\]|\\.)*'?|\S+")
 # ``SMTP_PASSWORD=...``, ``access_token: ...``, ``{'password': ...}``, ``"api_key": ...``:
-# the secret word anywhere in the key (``_`` is a word character, so no \b before it).
-_KEY_VALUE_SECRET = re.compile(
-    r"(?P<key>(?P<quote>[\"']?)[\w.-]*"
-    r"(?:passw(?:or)?d|pwd|passphrase|secret|token(?!s)|api[_-]?key|credential|private[_-]?key)"
-    r"[\w.-]*(?P=quote)\s*[=:]\s*)" + _VALUE,
+# a key (quoted or not) and its separator; the key is a secret's when it holds a
+# secret word anywhere (``_`` is a word character, so ``\b`` would miss SMTP_PASSWORD).
+# Keys start at a token boundary and are matched possessively: one pass, no backtracking.
+_KEY = re.compile(r"(?<![\w.-])([\"']?)([\w.-]++)\1\s*[=:]\s*")
+_SECRET_NAME = re.compile(
+    r"passw(?:or)?d|pwd|passphrase|secret|token(?!s)|api[_-]?key|credential|private[_-]?key",
     re.IGNORECASE,
 )
 # Header-shaped secrets whose values hold spaces (``Authorization: Digest a="b", ...``):
@@ -50,12 +51,14 @@ _BARE_TOKEN = re.compile(
 
 # A URL's password may itself hold ``@``: the userinfo ends at the last ``@`` of the
 # token (greedy ``\S*``).
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):\S*@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^:/@\s]*+):\S*@", re.IGNORECASE
+)
 # \w is Unicode-aware: ``prïya@exämple.org`` and ``用户@例子.中国`` are addresses too.
-_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]++@[\w-]+(?:\.[\w-]+)+")
 # Percent-encoded (``priya%40example.org``, in URLs and query strings): there the
 # local part cannot hold a bare ``/ = ? &``.
-_EMAIL_ENCODED = re.compile(r"[\w.!#$%*+~'-]+?%40[\w%-]+(?:\.[\w%-]+)+")
+_EMAIL_ENCODED = re.compile(r"(?<![\w.!#$%*+~'-])[\w.!#$%*+~'-]+?%40[\w%-]+(?:\.[\w%-]+)+")
 
 # PostgreSQL's error details copy row values (``Failing row contains (...)``,
 # ``Key (email)=(a@b.c) already exists``): the values go, the sentence stays.
@@ -80,7 +83,7 @@ def redact_text(text: str) -> str:
         or "credential" in lowered
     ):
         text = _HEADER_SECRET.sub(r"\g<key>" + REDACTED, text)
-        text = _KEY_VALUE_SECRET.sub(r"\g<key>" + REDACTED, text)
+        text = _mask_secret_values(text)
     if (
         "eyJ" in text
         or "sk-" in text
@@ -95,6 +98,22 @@ def redact_text(text: str) -> str:
     if "(" in text and ("ailing row" in text or "Key (" in text):
         text = _ROW_VALUES.sub(r"\1(" + REDACTED + ")", text)
     return text
+
+
+def _mask_secret_values(text: str) -> str:
+    """Replace the value after every key that names a secret (see ``_KEY``)."""
+    parts: list[str] = []
+    done = pos = 0
+    while (key := _KEY.search(text, pos)) is not None:
+        pos = key.end()
+        if not _SECRET_NAME.search(key[2]):
+            continue  # the value may itself hold a key: scan on from here
+        value = _VALUE.match(text, pos)
+        if value is None:
+            continue
+        parts += [text[done:pos], REDACTED]
+        done = pos = value.end()
+    return "".join([*parts, text[done:]]) if parts else text
 
 
 def primary_message(exc: BaseException) -> str:
