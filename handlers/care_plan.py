@@ -20,7 +20,12 @@ import structlog
 
 from handlers import payload as fields
 from handlers.llm import chat
-from handlers.settings import CarePlanSettings, care_plan_settings, llm_settings
+from handlers.settings import (
+    CarePlanSettings,
+    care_plan_limits,
+    care_plan_settings,
+    llm_settings,
+)
 from listener import PermanentError, Task, create_task_async, handler
 from listener.sqlfiles import query
 
@@ -69,7 +74,19 @@ def prompt(request: CarePlanRequest) -> list[dict[str, str]]:
     ]
 
 
-@handler("generate_care_plan", transactional=True)
+LIMITS = care_plan_limits()  # CARE_PLAN_GLOBAL_CONCURRENCY, CARE_PLAN_RATE_LIMIT; at import
+
+
+def _check_settings() -> None:
+    llm_settings()
+    care_plan_settings()
+
+
+@handler(
+    "generate_care_plan", transactional=True,
+    global_concurrency=LIMITS.global_concurrency, rate_limit=LIMITS.rate_limit,
+    check_settings=_check_settings,
+)  # fmt: skip
 async def generate_care_plan(task: Task, conn: psycopg.AsyncConnection[Any]) -> None:
     """Generate, store and announce the plan, all in the completing transaction."""
     request = CarePlanRequest.from_payload(task.payload)

@@ -37,7 +37,7 @@ class SmtpTemporaryError(Exception):
     """The server deferred the message or could not be reached; the engine retries."""
 
 
-@handler("send_email")
+@handler("send_email", check_settings=smtp_settings)
 def send_email(task: Task) -> None:
     """Send the task's message; raise per the outcomes in the module docstring."""
     settings = smtp_settings()

@@ -61,7 +61,7 @@ class Delivery:
         return cls(body, {k.lower(): v for k, v in headers.items()})
 
 
-@handler("razorpay_webhook", transactional=True)
+@handler("razorpay_webhook", transactional=True, check_settings=razorpay_webhook_secrets)
 async def razorpay_webhook(task: Task, conn: psycopg.AsyncConnection[Any]) -> None:
     """Verify, then record and credit in the transaction that completes the task."""
     delivery = Delivery.from_payload(task.payload)

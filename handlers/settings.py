@@ -12,6 +12,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from listener.errors import ConfigError
+from listener.limits import parse_global_concurrency_text, parse_rate_limit
 
 Security = Literal["starttls", "tls", "none"]
 _DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
@@ -163,6 +164,34 @@ def care_plan_settings() -> CarePlanSettings:
             raise ConfigError(f"CARE_PLAN_BASE_URL={base_url!r} must be an http(s) URL with a host")
         base_url = base_url.rstrip("/")
     return CarePlanSettings(link_path=path, email_subject=subject, base_url=base_url)
+
+
+@dataclass(frozen=True, slots=True)
+class CarePlanLimits:
+    global_concurrency: int | None
+    rate_limit: str | None
+
+
+def care_plan_limits() -> CarePlanLimits:
+    """CARE_PLAN_GLOBAL_CONCURRENCY (default 4) and CARE_PLAN_RATE_LIMIT (default 30/m).
+
+    Fleet-wide limits for the LLM calls; ``off`` removes one. Read once, when the
+    handler module is imported: an invalid value stops `listener run` at start-up.
+    """
+    concurrency = _get("CARE_PLAN_GLOBAL_CONCURRENCY", "4") or ""
+    rate = _get("CARE_PLAN_RATE_LIMIT", "30/m") or ""
+    try:
+        return CarePlanLimits(
+            global_concurrency=(
+                None if concurrency == "off"
+                else parse_global_concurrency_text(concurrency, "CARE_PLAN_GLOBAL_CONCURRENCY")
+            ),
+            rate_limit=(
+                None if rate == "off" else str(parse_rate_limit(rate, "CARE_PLAN_RATE_LIMIT"))
+            ),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def razorpay_webhook_secrets() -> list[str]:

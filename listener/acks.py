@@ -1,164 +1,185 @@
-"""Acknowledgements: complete (group-committed), retry, fail, release.
+"""The outcome writer: every decided outcome in the registry, written in batches.
 
-Completions don't hold a slot: a finished task's id is queued and the completer
-writes whatever is queued in one UPDATE, then the next batch — an idle worker
-acks at once, a busy one makes one round trip for many tasks. Until its batch
-commits the task stays ``processing`` under a lease the heartbeat keeps renewing,
-so a crash in between means the task is rescued and run again (at-least-once).
-
-Every ack runs in a shielded scope with a deadline; connection errors are
-retried with tenacity; cancellation is never retried.
+A finished attempt does not hold its slot while its outcome is written: the claim
+moves to ``acking`` and the writer commits whatever is waiting in one statement, then
+the next batch -- an idle worker writes at once, a busy one makes one round trip for
+many tasks. Until its outcome commits the task stays ``processing`` under a lease the
+heartbeat keeps renewing; a write that fails (connection lost, database read-only) is
+tried again, with a growing delay, for as long as the process lives; a row locked by
+another transaction is skipped and tried again, never waited for. A crash before the
+commit means the task is rescued and run again (at-least-once).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
-import psycopg
-import tenacity
 from psycopg_pool import AsyncConnectionPool
 
+from listener.inflight import Claim, InFlight
 from listener.logs import get_logger
 from listener.metrics import Metrics
 from listener.store import engine as store
+from listener.supervise import Failures, backoff_s, is_connection_error
 
 log = get_logger("listener.acks")
-T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """A task whose handler returned, waiting for its completion to commit."""
-
-    task_id: uuid.UUID
-    type: str
-    attempt: int
-    duration_s: float
-
-
-def _fields(item: Finished) -> dict[str, Any]:
-    return {
-        "task_id": str(item.task_id), "type": item.type, "attempt": item.attempt,
-        "duration_s": round(item.duration_s, 6),
-    }  # fmt: skip
+MAX_BATCH = 1000
+LOCKED_RETRY_S = 0.05  # a row locked by someone else: look again this soon
+_OUTCOME_NAMES = {"complete": "completed", "fail": "failed", "retry": "retried"}
 
 
 class Acks:
-    """Writes task outcomes, guarded by owner, with retries on connection errors."""
+    """Writes the registry's decided outcomes; one per worker."""
 
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
-        worker_id: str,
+        inflight: InFlight,
         metrics: Metrics,
-        *,
-        deadline_s: float = 30.0,
+        failures: Failures,
+        on_retry_due: Callable[[float], None],
+        on_written: Callable[[], None],
     ) -> None:
         self.pool = pool
-        self.worker_id = worker_id
+        self.inflight = inflight
         self.metrics = metrics
-        self.deadline_s = deadline_s
-        self._queued: dict[uuid.UUID, Finished] = {}
-        self._flushing: dict[uuid.UUID, Finished] = {}
+        self.failures = failures
+        self.on_retry_due = on_retry_due  # a retry's delay (s) arms the dispatcher's timer
+        self.on_written = on_written  # a batch committed: the dispatcher may claim again
         self._wake = anyio.Event()
-        self._drained = anyio.Event()
-        self._drained.set()
 
-    def complete_later(self, finished: Finished) -> None:
-        """Queue a completion; the completer commits it with the next batch."""
-        self._queued[finished.task_id] = finished
-        self._drained = anyio.Event() if self._drained.is_set() else self._drained
+    def wake(self) -> None:
+        """Outcomes are waiting: write them soon."""
         self._wake.set()
 
-    def unflushed(self) -> list[uuid.UUID]:
-        """Ids whose completion has not committed yet (their leases must be kept)."""
-        return [*self._queued, *self._flushing]
+    async def run(self) -> None:
+        """Write outcomes as they are decided, until cancelled."""
+        while True:
+            await self._wait_for_work()
+            while await self.write_due():
+                pass
+
+    async def _wait_for_work(self) -> None:
+        retry_in = self._next_retry_in()
+        if retry_in is None or retry_in > 0:
+            with anyio.move_on_after(retry_in):
+                await self._wake.wait()
+        self._wake = anyio.Event()
+
+    def _next_retry_in(self) -> float | None:
+        """Seconds until a waiting outcome may be tried again (None: nothing waits)."""
+        waiting = self.inflight.acking()
+        if not waiting:
+            return None
+        return max(0.0, min(c.not_before for c in waiting) - time.monotonic())
+
+    async def write_due(self, *, ignore_backoff: bool = False) -> bool:
+        """Write one batch of the outcomes that are due; False when none was due."""
+        now = time.monotonic()
+        due = [c for c in self.inflight.acking() if ignore_backoff or c.not_before <= now]
+        if not due:
+            return False
+        # A claim whose write failed for another reason than the connection is written
+        # alone, so that one bad row can't hold back the others.
+        alone = [c for c in due if c.write_alone]
+        await self._write(alone[:1] if alone else due[:MAX_BATCH])
+        return True
 
     async def flush(self) -> None:
-        """Wait until every queued completion has been written (or given up)."""
-        await self._drained.wait()
+        """Write every waiting outcome, retrying failures at once; until none is left."""
+        while self.inflight.acking():
+            if not await self.write_due(ignore_backoff=True):
+                return
+            if any(c.ack_failures for c in self.inflight.acking()):
+                await anyio.sleep(backoff_s(2))
 
-    async def run_completer(self) -> None:
-        """Write queued completions, one statement per batch, until cancelled."""
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            while self._queued:
-                self._flushing, self._queued = self._queued, {}
-                done = await self._complete_batch(list(self._flushing))
-                self._report(self._flushing, done)
-                self._flushing = {}
-            self._drained.set()
-
-    def _report(self, batch: dict[uuid.UUID, Finished], done: set[uuid.UUID] | None) -> None:
-        log_completions = log.is_enabled_for(logging.INFO)
-        completed: collections.Counter[str] = collections.Counter()
-        for task_id, item in batch.items():
-            if done is not None and task_id in done:
-                completed[item.type] += 1
-                self.metrics.task_duration.observe(item.type, item.duration_s)
-                if log_completions:
-                    log.info("task.completed", **_fields(item))
+    async def _write(self, batch: list[Claim]) -> None:
+        finishes = [_finish(c) for c in batch]
+        try:
+            async with self.pool.connection() as conn:
+                results = await store.finish(conn, finishes)
+        except Exception as exc:  # any database error: the outcomes wait and are tried again
+            self._failed(batch, exc)
+            return
+        by_key = {c.key: c for c in batch}
+        written: list[Claim] = []
+        for result in results:
+            claim = by_key[result.key]
+            if result.written:
+                written.append(claim)
+                self.inflight.remove(claim)
+                if result.due_in_s is not None and _is_retry(claim):
+                    self.on_retry_due(result.due_in_s)
+            elif result.ours:  # locked by another transaction: soon again
+                claim.not_before = time.monotonic() + LOCKED_RETRY_S
             else:
-                log.warning("task.ack_ignored", outcome="completed", **_fields(item))
+                self.inflight.remove(claim)
+                log.warning("task.ack_ignored", **_fields(claim), reason="not this claim's")
+        self.report(written)
+        self.on_written()
+
+    def _failed(self, batch: list[Claim], exc: Exception) -> None:
+        attempt = max(c.ack_failures for c in batch) + 1
+        delay_s = backoff_s(attempt)
+        for claim in batch:
+            claim.ack_failures += 1
+            claim.not_before = time.monotonic() + delay_s
+            claim.write_alone = not is_connection_error(exc)
+        self.failures.report("acks", exc, retry_in_s=delay_s)
+
+    def report(self, written: Iterable[Claim]) -> None:
+        """Count and log each written outcome: one canonical line per outcome."""
+        info = log.is_enabled_for(logging.INFO)
+        completed: collections.Counter[str] = collections.Counter()
+        for claim in written:
+            outcome = claim.outcome
+            assert outcome is not None
+            task = claim.task
+            if outcome.action == "complete":
+                completed[task.type] += 1
+                self.metrics.task_duration.observe(task.type, claim.duration_s)
+                if info:
+                    log.info("task.completed", **_fields(claim))
+                continue
+            name = "released" if outcome.action == "release" else _OUTCOME_NAMES[outcome.action]
+            self.metrics.finished(task.type, name, claim.duration_s if claim.started else None)
+            _log_outcome(claim, name)
         for task_type, count in completed.items():
             self.metrics.finished_batch(task_type, "completed", count)
 
-    async def _complete_batch(self, ids: list[uuid.UUID]) -> set[uuid.UUID] | None:
-        async def call(conn: psycopg.AsyncConnection[Any]) -> set[uuid.UUID]:
-            return await store.complete(conn, ids, self.worker_id)
 
-        return await self._with_retry("complete", call)
+def _is_retry(claim: Claim) -> bool:
+    return claim.outcome is not None and claim.outcome.action == "retry"
 
-    async def retry(
-        self, task_id: uuid.UUID, delay_s: float, error: str, *, counted: bool
-    ) -> datetime | None:
-        """The task's new run_at, or None if it isn't ours (or the ack was lost)."""
 
-        async def call(conn: psycopg.AsyncConnection[Any]) -> datetime | None:
-            return await store.retry(conn, task_id, self.worker_id, delay_s, error, counted)
+def _finish(claim: Claim) -> store.Finish:
+    outcome = claim.outcome
+    assert outcome is not None, "only decided claims are written"
+    return store.Finish(claim.key, outcome.sql_action, outcome.delay_s, outcome.error)
 
-        return await self._with_retry("retry", call)
 
-    async def fail(self, task_id: uuid.UUID, error: str) -> bool:
-        async def call(conn: psycopg.AsyncConnection[Any]) -> bool:
-            return await store.fail(conn, task_id, self.worker_id, error)
+def _fields(claim: Claim) -> dict[str, Any]:
+    task = claim.task
+    return {
+        "task_id": str(task.id), "type": task.type, "attempt": task.attempt,
+        "duration_s": round(claim.duration_s, 6),
+    }  # fmt: skip
 
-        return bool(await self._with_retry("fail", call))
 
-    async def release(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        if not ids:
-            return set()
-
-        async def call(conn: psycopg.AsyncConnection[Any]) -> set[uuid.UUID]:
-            return await store.release(conn, ids, self.worker_id)
-
-        return await self._with_retry("release", call) or set()
-
-    async def _with_retry(
-        self, what: str, call: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
-    ) -> T | None:
-        """Run ``call`` on a pooled connection; None if it could not be done in time."""
-        retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type(psycopg.OperationalError),
-            wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
-            reraise=True,
-        )
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self.deadline_s):
-            try:
-                async for attempt in retrying:
-                    with attempt:
-                        async with self.pool.connection() as conn:
-                            return await call(conn)
-            except psycopg.Error as exc:
-                log.error("task.ack_failed", ack=what, error=f"{type(exc).__name__}: {exc}")
-                return None
-        log.error("task.ack_timed_out", ack=what, deadline_s=self.deadline_s)
-        return None
+def _log_outcome(claim: Claim, name: str) -> None:
+    outcome = claim.outcome
+    assert outcome is not None
+    fields = _fields(claim)
+    if name == "released":
+        log.info("task.released", **fields)
+    elif name == "retried":
+        log.info("task.retry_scheduled", retry_in_s=round(outcome.delay_s, 3),
+                 counted=outcome.counted, error=outcome.error, **fields)  # fmt: skip
+    else:
+        log.warning("task.failed", error=outcome.error, **fields)

@@ -7,16 +7,18 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from listener import __version__, db, migrations, producer, verify
 from listener.errors import ConfigError, DatabaseUnavailableError, InvalidTaskError
+from listener.limits import RateLimit
 from listener.redaction import redact_text
 from listener.store import enqueue
 from listener.store import status as queue_status
+from listener.store.schedules import LimitStatus, ScheduleStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DURATION = re.compile(r"^\+?(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -187,7 +189,39 @@ def _status_json(status: queue_status.QueueStatus) -> dict[str, Any]:
         "oldest_pending_age_s": status.oldest_pending_age_s,
         "unhandled_pending": [{"type": t, "count": c} for t, c in status.unhandled_pending],
         "workers": status.workers,
+        "limits": [_limit_json(limit) for limit in status.limits],
+        "schedules": [_schedule_json(s) for s in status.schedules],
     }
+
+
+def _schedule_json(s: ScheduleStatus) -> dict[str, Any]:
+    return {
+        "type": s.type,
+        "schedule": s.schedule,
+        "active": s.active,
+        "last_run": _iso(s.last_run),
+        "last_task_id": s.last_task_id,
+        "next_run": _iso(s.next_run),
+    }
+
+
+def _limit_json(limit: LimitStatus) -> dict[str, Any]:
+    rate = limit.rate_limits[0] if limit.rate_limits else None
+    return {
+        "type": limit.type,
+        "running": limit.running,
+        "global_concurrency": limit.global_concurrency,
+        "global_concurrency_varies": limit.global_concurrency_varies,
+        "rate_limit": None if rate is None else str(RateLimit(rate["count"], rate["window_s"])),
+        "rate_limit_count": None if rate is None else rate["count"],
+        "rate_limit_window_s": None if rate is None else rate["window_s"],
+        "rate_limit_varies": len(limit.rate_limits) > 1,
+        "started_in_window": limit.started_in_window,
+    }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
 
 
 def _status_text(status: queue_status.QueueStatus) -> str:
@@ -206,7 +240,48 @@ def _status_text(status: queue_status.QueueStatus) -> str:
     if status.unhandled_pending:
         lines.append("pending types no live worker handles:")
         lines.extend(f"  {t}: {c}" for t, c in status.unhandled_pending)
+    lines.extend(_limits_text(status.limits))
+    lines.extend(_schedules_text(status.schedules))
     return "\n".join(lines)
+
+
+def _limits_text(limits: list[LimitStatus]) -> list[str]:
+    if not limits:
+        return []
+    lines = ["limits (fleet-wide, as live workers run them):"]
+    width = max(len(limit.type) for limit in limits)
+    for limit in limits:
+        j = _limit_json(limit)
+        running = f"running {limit.running}/{limit.global_concurrency or 'unlimited'}"
+        if limit.global_concurrency_varies:
+            running += " (workers disagree: the strictest shown)"
+        rate = "rate unlimited"
+        if j["rate_limit"] is not None:
+            per = {1: "second", 60: "minute", 3600: "hour"}[j["rate_limit_window_s"]]
+            rate = f"rate {limit.started_in_window}/{j['rate_limit_count']} per {per}"
+            if j["rate_limit_varies"]:
+                rate += " (workers disagree: the strictest shown)"
+        lines.append(f"  {limit.type:<{width}}  {running}  {rate}")
+    return lines
+
+
+def _schedules_text(schedules: list[ScheduleStatus]) -> list[str]:
+    if not schedules:
+        return []
+    lines = ["schedules:"]
+    width = max(len(s.type) for s in schedules)
+    spec_width = max(len(s.schedule) for s in schedules)
+    for s in schedules:
+        last = "never" if s.last_run is None else _utc(s.last_run)
+        upcoming = _utc(s.next_run) if s.next_run else "none: no live worker runs it"
+        lines.append(
+            f"  {s.type:<{width}}  {s.schedule:<{spec_width}}  last {last}  next {upcoming}"
+        )
+    return lines
+
+
+def _utc(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

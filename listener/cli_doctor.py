@@ -29,6 +29,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         type=parse_duration,
         help=f"warn about transactions open longer (default {defaults.long_transaction_s:g}s)",
     )
+    p.add_argument(
+        "--running-age",
+        type=parse_duration,
+        help=f"warn about handlers running longer (default {defaults.running_age_s:g}s)",
+    )
     p.set_defaults(handler=cmd_doctor)
 
 
@@ -40,6 +45,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         limits = dataclasses.replace(
             limits, long_transaction_s=args.long_transaction.total_seconds()
         )
+    if args.running_age is not None:
+        limits = dataclasses.replace(limits, running_age_s=args.running_age.total_seconds())
     findings = doctor.diagnose(db.resolve_dsn(args.dsn).dsn, limits)
     for finding in findings:
         print(finding.line())

@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry
 from listener import config, db, logs, migrations
 from listener.cli import parse_duration
 from listener.errors import ConfigError
+from listener.limits import LimitOverride, parse_limit_override
 from listener.metrics import Metrics
-from listener.registry import default_registry
+from listener.registry import Registry, default_registry
 from listener.worker import Worker, WorkerSettings
 
 log = logs.get_logger("listener.run")
@@ -32,6 +33,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     run.add_argument("--concurrency", type=_positive_int, default=10, help="tasks at once")
     run.add_argument("--types", nargs="+", metavar="T", help="only these task types")
+    run.add_argument(
+        "--limit", action="append", type=_limit_override, default=[],
+        metavar="TYPE=global:N,rate:N/s|m|h",
+        help="fleet-wide limits for TYPE, over its handler's (repeatable; KEY:off removes one)",
+    )  # fmt: skip
     run.add_argument(
         "--metrics-port", type=int, default=9108,
         help="port for /metrics, /healthz, /readyz (default 9108; 0 disables)",
@@ -55,11 +61,22 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     run.add_argument("--claim-batch", type=_positive_int, help="max tasks per claim")
     run.add_argument("--timeout-s", type=float, help="default handler timeout")
-    run.add_argument("--max-attempts", type=_positive_int, default=5, help="default attempts")
+    run.add_argument(
+        "--max-attempts", type=_attempts, default=5, help="default attempts (1 to 1000)"
+    )
     run.add_argument("--no-listen", action="store_true", help="poll only (no LISTEN/NOTIFY)")
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
     run.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     run.set_defaults(handler=cmd_run)
+
+
+def _attempts(text: str) -> int:
+    value = _positive_int(text)
+    if value > config.MAX_ATTEMPTS_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {config.MAX_ATTEMPTS_LIMIT} (the schema's limit), got {value}"
+        )
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -67,6 +84,24 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _limit_override(text: str) -> LimitOverride:
+    try:
+        return parse_limit_override(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def apply_limits(registry: Registry, overrides: list[LimitOverride]) -> None:
+    """Put each ``--limit`` on its type's spec, over the decorator's values."""
+    for override in overrides:
+        spec = registry.apply_limits(override)
+        log.info(
+            "worker.limits_set", type=spec.type,
+            global_concurrency=spec.options.global_concurrency,
+            rate_limit=None if spec.options.rate_limit is None else str(spec.options.rate_limit),
+        )  # fmt: skip
 
 
 def import_handlers(modules: list[str]) -> None:
@@ -78,12 +113,36 @@ def import_handlers(modules: list[str]) -> None:
             raise ConfigError(f"cannot import handlers module {name!r}: {exc}") from None
 
 
+class _StopBeforeStart(Exception):
+    """A stop signal arrived while the worker was still starting (e.g. connecting)."""
+
+
+def _stop_before_start(signum: int, frame: object) -> None:
+    raise _StopBeforeStart(signal.Signals(signum).name)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         logs.configure(args.log_level, args.log_format)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    # Until the worker's own signal receiver runs, a stop signal ends start-up at once
+    # (an unreachable database can keep a connect waiting), as a requested stop.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_before_start)
+    try:
+        worker = _prepare(args)
+    except _StopBeforeStart as stop:
+        log.info("worker.stopped", before_start=True, signal=str(stop))
+        return 0
+    _settle_garbage_collector()
+    anyio.run(_serve, worker, args.metrics_host, args.metrics_port)
+    return 0  # not reached: _serve leaves the process itself
+
+
+def _prepare(args: argparse.Namespace) -> Worker:
     import_handlers(args.handlers or ["handlers"])
+    apply_limits(default_registry, args.limit)
     target = db.resolve_dsn(args.dsn)
     ensure_schema(target)
     settings = WorkerSettings(
@@ -102,10 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         default_timeout_s=args.timeout_s,
         default_max_attempts=args.max_attempts,
     )
-    worker = Worker(settings, default_registry, Metrics(CollectorRegistry()))
-    _settle_garbage_collector()
-    anyio.run(_serve, worker, args.metrics_host, args.metrics_port)
-    return 0
+    return Worker(settings, default_registry, Metrics(CollectorRegistry()))
 
 
 def _settle_garbage_collector() -> None:
@@ -131,19 +187,28 @@ def ensure_schema(target: config.DatabaseTarget) -> None:
 
 
 async def _serve(worker: Worker, metrics_host: str, metrics_port: int) -> None:
+    """Run the worker; leave the process with 0 for a requested stop, 1 for a fault."""
     server = _start_metrics(worker, metrics_host, metrics_port)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_handle_signals, worker)
-        try:
+    code = 1
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_handle_signals, worker)
             await worker.run()
-        finally:
-            if server is not None:
-                server.close()
+            if not worker.stop_requested:
+                log.error("worker.crashed", error="the worker stopped without being asked to")
+            code = 0 if worker.stop_requested else 1
+            tg.cancel_scope.cancel()
+    except BaseException as exc:  # an engine fault: supervisors must restart us
+        log.error("worker.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        code = 1
+    finally:
+        if server is not None:
+            server.close()
         # Drained, tasks put back, connections closed: leave from here, with the
         # signal receiver still installed. The interpreter's own shutdown would
         # wait for any thread still running an abandoned (timed-out) sync handler,
         # and a stop signal meanwhile would meet the default, fatal, action.
-        _exit_now(0)
+        _exit_now(code)
 
 
 async def _handle_signals(worker: Worker) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 NOTIFY_CHANNEL = "listener_tasks"
 DEFAULT_MAX_ATTEMPTS = 5
+MAX_ATTEMPTS_LIMIT = 1000  # the schema's CHECK on attempts and max_attempts
 MAX_PAYLOAD_BYTES = 1024 * 1024
 APPLICATION_NAME = "listener"
 

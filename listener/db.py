@@ -22,6 +22,9 @@ KEEPALIVE_OPTIONS: dict[str, Any] = {
     "keepalives_interval": 2,
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
+    # A server that accepts the connection but never answers must not hold a
+    # connect (the worker's start-up, a reconnect) forever.
+    "connect_timeout": 10,
 }
 
 

@@ -1,13 +1,15 @@
 """Claim into free slots whenever woken, and feed claimed tasks to long-lived slots.
 
-Woken by NOTIFY, by freed slots (when the last claim filled every slot), by the
-timer for the next scheduled run_at, and by a jittered fallback poll. Each wake
-claims in batches until a claim comes back short or the slots are full.
+Woken by NOTIFY, by freed slots (when the last claim filled every slot), by the timer
+for the next scheduled task (on the database's clock), and by a jittered fallback
+poll. Each wake claims in batches until a claim comes back short or the slots are
+full; a wake that claimed nothing is not followed by another claim sooner than
+``QUIET_FLOOR_S``, whatever wakes it.
 
-Claimed tasks wait in a queue. Idle slots are woken one at a time: a slot that
-takes a task wakes the next idle slot only if more tasks are queued, so handlers
-that finish without waiting run back to back in one slot (two wake-ups per batch,
-not one per task), while handlers that wait fan out over as many slots as needed.
+Claimed tasks wait in the registry's run queue. Idle slots are woken one at a time: a
+slot that takes a task wakes the next idle slot only if more tasks are queued, so
+handlers that finish without waiting run back to back in one slot (two wake-ups per
+batch, not one per task), while handlers that wait fan out over as many slots as needed.
 """
 
 from __future__ import annotations
@@ -15,79 +17,96 @@ from __future__ import annotations
 import collections
 import random
 import uuid
-from datetime import datetime
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from listener.executor import Executor, task_from_row
+from listener import policy
+from listener.acks import Acks
+from listener.executor import Executor, LeaseLost, task_from_row
+from listener.inflight import Claim, InFlight
 from listener.logs import get_logger
 from listener.metrics import Metrics
-from listener.models import Task
 from listener.registry import Registry
 from listener.store import engine as store
+from listener.supervise import Failures, supervised
 from listener.wakeup import Wakeup
 
 log = get_logger("listener.dispatcher")
 
 # A slot running handlers that never wait yields to the event loop this often,
-# so the claim loop, the completer and the heartbeat keep their turns.
+# so the claim loop, the writer of outcomes and the heartbeat keep their turns.
 YIELD_EVERY = 64
+QUIET_FLOOR_S = 0.01
+OUTCOME_BACKLOG_MIN = 100
 
 
 class Dispatcher:
-    """Owns the worker's slots and the tasks claimed into them."""
+    """Owns the worker's slots and what is claimed into them."""
 
     def __init__(
         self,
         *,
         pool: AsyncConnectionPool[Any],
         registry: Registry,
+        inflight: InFlight,
         executor: Executor,
+        acks: Acks,
         metrics: Metrics,
+        failures: Failures,
         worker_id: str,
-        types: list[str],
+        attempt_limits: dict[str, int],
         concurrency: int,
         claim_batch: int,
         lease_s: float,
         poll_interval_s: float,
-        default_max_attempts: int,
     ) -> None:
         self.pool = pool
         self.registry = registry
+        self.inflight = inflight
         self.executor = executor
+        self.acks = acks
         self.metrics = metrics
+        self.failures = failures
         self.worker_id = worker_id
-        self.types = types
+        self.attempt_limits = attempt_limits  # type -> effective max attempts
+        self.types = list(attempt_limits)
         self.concurrency = concurrency
         self.claim_batch = claim_batch
         self.lease_s = lease_s
         self.poll_interval_s = poll_interval_s
-        self.default_max_attempts = default_max_attempts
         self.wakeup = Wakeup()
-        # Claimed and not yet finished (id -> type); what shutdown releases.
-        self.running: dict[uuid.UUID, str] = {}
         self.stopping = False
-        self._idle = anyio.Event()
-        self._idle.set()
         self._slots_scope: anyio.CancelScope | None = None
-        self._queued: collections.deque[Task] = collections.deque()  # claimed, not started
-        # One event per slot waiting for work.
         self._idle_slots: collections.deque[anyio.Event] = collections.deque()
         self._slot_waking = False  # a slot was woken and has not taken its task yet
         self._closed = False
         self._more_waiting = False
         # With a backlog, refill slots in batches, not one claim per finished task.
         self._refill_at = max(1, min(claim_batch, concurrency) // 2)
-        self._next_run_at: datetime | None = None
-        executor.on_scheduled = self.schedule_wakeup
+        self._next_due_at: float | None = None  # anyio clock
+        self._quiet_until = 0.0  # anyio clock: no claim before, after an empty wake
+        self._waiting_for_slot = False
+        self._held_by_outcomes = False
 
     @property
     def free_slots(self) -> int:
-        return self.concurrency - len(self.running)
+        return self.concurrency - self.inflight.occupying
+
+    @property
+    def outcomes_backlogged(self) -> bool:
+        """Too many outcomes wait to be written (a database refusing writes): claim
+        nothing that could not be acknowledged either, until the writer catches up."""
+        waiting = len(self.inflight) - self.inflight.occupying
+        return waiting > max(OUTCOME_BACKLOG_MIN, 2 * self.concurrency)
+
+    def outcomes_written(self) -> None:
+        """The writer committed a batch: claim again if the backlog held us back."""
+        if self._held_by_outcomes and not self.outcomes_backlogged:
+            self._held_by_outcomes = False
+            self.wakeup.kick()
 
     async def run(self) -> None:
         """Claim and run tasks until ``stopping``; returns when every slot has exited."""
@@ -96,143 +115,206 @@ class Dispatcher:
             for _ in range(self.concurrency):
                 slots.start_soon(self._slot)
             try:
-                await self._claim_loop()
+                await supervised("claims", self._claim_loop, self.failures)
             finally:
-                # Each slot exits after the task it is running; queued tasks stay
-                # in ``running`` for shutdown to release.
+                # Each slot exits after the task it is running; what is still queued
+                # stays in the registry for shutdown to put back.
                 self._closed = True
                 while self._idle_slots:
                     self._idle_slots.popleft().set()
 
-    def stop_claiming(self) -> dict[uuid.UUID, str]:
-        """Claim nothing more; hand back the tasks claimed but not started (id -> type).
-
-        They leave ``running``, so the grace period waits only for started handlers.
-        """
+    def stop_claiming(self) -> int:
+        """Claim nothing more; put back at once what never started (how many)."""
         self.stopping = True
         self.wakeup.kick()
-        unstarted = {task.id: task.type for task in self._queued}
-        self._queued.clear()
-        for task_id in unstarted:
-            self.running.pop(task_id, None)
-        if not self.running:
-            self._idle.set()
-        return unstarted
+        unstarted = self.inflight.take_unstarted()
+        for claim in unstarted:
+            self.inflight.decide(claim, policy.RELEASE)
+        self.acks.wake()
+        return len(unstarted)
 
     def cancel_running(self) -> None:
         """Interrupt every running handler (the grace period is over)."""
         if self._slots_scope is not None:
             self._slots_scope.cancel()
 
-    async def wait_until_idle(self, timeout_s: float | None = None) -> bool:
-        """Wait until no claimed task is unfinished (True), or the timeout passes."""
-        with anyio.move_on_after(timeout_s):
-            await self._idle.wait()
-        return not self.running
+    async def wait_until_idle(self) -> None:
+        """Wait until no handler runs or waits for a slot."""
+        await self.inflight.wait_idle()
 
-    def schedule_wakeup(self, run_at: datetime) -> None:
-        """Make sure the dispatcher is awake when ``run_at`` comes."""
-        if self._next_run_at is None or run_at < self._next_run_at:
-            self._next_run_at = run_at
+    def schedule_in(self, delay_s: float) -> None:
+        """Make sure the dispatcher is awake when a task falls due in ``delay_s``."""
+        due_at = anyio.current_time() + max(delay_s, 0.0)
+        if self._next_due_at is None or due_at < self._next_due_at:
+            self._next_due_at = due_at
             self.wakeup.kick()  # re-arm the timer with the earlier time
 
     async def _claim_loop(self) -> None:
+        # At start, and after any claim error: a claim may have committed without its
+        # reply reaching us; those rows are ours in the database but unknown here.
+        await self.reconcile()
+        self.wakeup.kick()
         while not self.stopping:
             await self.wakeup.wait(self._sleep_s())
             if self.stopping:
                 return
-            try:
-                await self._claim_until_empty()
-            except psycopg.OperationalError as exc:
-                log.warning("dispatcher.claim_failed", error=str(exc).strip().splitlines()[0])
-                await anyio.sleep(random.uniform(0.1, 0.5))
-                self.wakeup.kick()  # try again soon: the notifier may not have noticed
+            wait_s = self._quiet_until - anyio.current_time()
+            if wait_s > 0:
+                await anyio.sleep(wait_s)
+            claimed = await self._claim_until_empty()
+            if claimed == 0:
+                self._quiet_until = anyio.current_time() + QUIET_FLOOR_S
 
-    def _sleep_s(self) -> float:
+    def _sleep_s(self) -> float | None:
         """The fallback poll (jittered), or sooner when a scheduled task falls due."""
+        self._waiting_for_slot = self.free_slots <= 0
+        if self._waiting_for_slot:
+            return None  # no timer while every slot is busy: a freed slot kicks us
         sleep_s = self.poll_interval_s * random.uniform(0.8, 1.2)
-        if self._next_run_at is not None:
-            until_due = (self._next_run_at - datetime.now(self._next_run_at.tzinfo)).total_seconds()
-            sleep_s = min(sleep_s, max(until_due, 0.0) + 0.005)
+        if self._next_due_at is not None:
+            sleep_s = min(sleep_s, max(self._next_due_at - anyio.current_time(), 0.0))
         return sleep_s
 
-    async def _claim_until_empty(self) -> None:
+    async def _claim_until_empty(self) -> int:
+        claimed = 0
         while not self.stopping and self.free_slots > 0:
+            if self.outcomes_backlogged:
+                self._held_by_outcomes = True
+                return claimed
             want = min(self.free_slots, self.claim_batch)
+            token = uuid.uuid4()
             async with self.pool.connection() as conn:
-                rows = await store.claim(conn, self.worker_id, want, self.types, self.lease_s)
-                if rows:
-                    self._enqueue(rows)
+                rows = await store.claim(
+                    conn, self.worker_id, token, want, self.attempt_limits, self.lease_s
+                )
+                self._admit(rows, token)
+                self.metrics.claimed_rows(len(rows))
+                claimed += len(rows)
                 self._more_waiting = len(rows) == want
                 if len(rows) < want:
-                    # The queue is drained: arm the timer for the next scheduled task,
-                    # once the slots have started what we just claimed.
+                    # Drained: arm the timer for the next scheduled task, once the slots
+                    # have started what we just claimed.
                     await anyio.lowlevel.checkpoint()
-                    self._next_run_at = await store.next_run_at(conn, self.types)
-                    return
+                    due_in_s = await store.next_due_in(conn, self.types)
+                    self._next_due_at = (
+                        None if due_in_s is None else anyio.current_time() + due_in_s
+                    )
+                    return claimed
+        return claimed
 
-    def _enqueue(self, rows: list[tuple[Any, ...]]) -> None:
-        """Queue a claim's rows for the slots (they start at our next await)."""
-        if not self.running:
-            self._idle = anyio.Event()
+    async def reconcile(self) -> None:
+        """Put back rows claimed under our id that the registry does not hold."""
+        async with self.pool.connection() as conn:
+            rows = await store.reconcile(conn, self.worker_id, [c.key for c in self.inflight])
+        for task_id, task_type in rows:
+            self.metrics.finished(task_type, "released")
+            log.warning("task.reconciled", task_id=str(task_id), type=task_type)
+
+    def _admit(self, rows: list[tuple[Any, ...]], token: uuid.UUID) -> None:
+        """Register a claim's rows; they start at our next await, in claim order."""
+        if not rows:
+            return
         claimed: collections.Counter[str] = collections.Counter()
+        decided = False
         for row in rows:
-            task = self._task(row)
+            task, pickup_delay_s, payload_error = task_from_row(
+                row, self.attempt_limits.get(row[1], policy.RetryPolicy().max_attempts)
+            )
             claimed[task.type] += 1
-            if task.id in self.running:
-                # Our lease lapsed (a stall) and we claimed it back while our own run
-                # goes on: that run completes it; a second one would only duplicate.
-                log.warning("task.reclaimed_while_running", task_id=str(task.id))
-                continue
-            self.running[task.id] = task.type
-            self._queued.append(task)
+            self.metrics.picked_up(task.type, pickup_delay_s)
+            claim = Claim(task, token)
+            if self.stopping:  # the claim was in flight when the stop came: put it back
+                self.inflight.add_decided(claim, policy.RELEASE)
+                decided = True
+            elif payload_error is not None:  # fails alone; its claim-mates run
+                outcome = policy.Outcome("fail", error=policy.describe_error(payload_error))
+                self.inflight.add_decided(claim, outcome)
+                decided = True
+            else:
+                self.inflight.add(claim)
         for task_type, count in claimed.items():
             self.metrics.claimed_batch(task_type, count)
+        if decided:
+            self.acks.wake()
         self._wake_a_slot()
 
-    def _task(self, row: tuple[Any, ...]) -> Task:
-        spec = self.registry.get(row[1])
-        default_max = (spec.options.max_attempts if spec else None) or self.default_max_attempts
-        task, pickup_delay_s = task_from_row(row, default_max)
-        self.metrics.picked_up(task.type, pickup_delay_s)
-        return task
-
     def _wake_a_slot(self) -> None:
-        if self._queued and self._idle_slots and not self._slot_waking:
+        if self.inflight.runnable and self._idle_slots and not self._slot_waking:
             self._slot_waking = True
             self._idle_slots.popleft().set()
 
     async def _slot(self) -> None:
         ran = 0
+        while not self._closed:
+            # One cancel scope per slot, not per task (a scope costs more than a no-op
+            # handler): the heartbeat cancels it to stop a task whose lease was lost.
+            with anyio.CancelScope() as scope:
+                ran = await self._serve(scope, ran)
+            if scope.cancelled_caught:
+                ran = 0
+
+    async def _serve(self, scope: anyio.CancelScope, ran: int) -> int:
+        """Run queued claims until the slots close; returns when a lost lease cancels."""
+        runnable = self.inflight.runnable
         while True:
-            if not self._queued or self.stopping:
+            if not runnable or self.stopping:
                 if self._closed:
-                    return
+                    return ran
                 woken = anyio.Event()
                 self._idle_slots.append(woken)
                 await woken.wait()
                 self._slot_waking = False
                 ran = 0
                 continue
-            task = self._queued.popleft()
-            self._wake_a_slot()  # more queued: the next idle slot takes the next task
-            spec = self.registry.get(task.type)
+            claim = runnable.popleft()
+            self._wake_a_slot()  # more queued: the next idle slot takes the next claim
+            claim.scope = scope
             try:
-                if spec is not None:
-                    await self.executor.execute(spec, task)
-            except Exception:
-                # An engine bug, not a handler error: the lease expires and the
-                # task is rescued; this slot keeps serving.
-                log.exception("task.engine_error", task_id=str(task.id))
-            self._finished(task.id)
+                await self._run(claim)
+            finally:
+                claim.scope = None
             ran += 1
             if ran % YIELD_EVERY == 0:
                 await anyio.lowlevel.checkpoint()
 
-    def _finished(self, task_id: uuid.UUID) -> None:
-        """The handler is done (its outcome written or queued); free the slot."""
-        self.running.pop(task_id, None)
-        if not self.running:
-            self._idle.set()
-        if self._more_waiting and self.free_slots >= self._refill_at and not self.stopping:
+    async def _run(self, claim: Claim) -> None:
+        spec = self.registry.get(claim.task.type)
+        try:
+            assert spec is not None, "the claim asks only for registered types"
+            outcome = await self.executor.execute(spec, claim)
+        except LeaseLost:
+            self._lost(claim)
+            return
+        except anyio.get_cancelled_exc_class():
+            if claim.lease_lost:
+                self._lost(claim)
+            raise
+        except Exception as exc:
+            # A bug of ours, not the handler's: this attempt fails, the slot goes on.
+            log.exception("task.engine_error", task_id=str(claim.task.id))
+            outcome = policy.decide(claim.task.attempt, policy.RetryPolicy(), exc)
+        if outcome is None:  # a transactional handler's completion, already committed
+            self.inflight.decide(claim, policy.COMPLETE)
+            self.inflight.remove(claim)
+            self.acks.report([claim])
+        else:
+            self.inflight.decide(claim, outcome)
+            self.acks.wake()
+        self._finished()
+
+    def _lost(self, claim: Claim) -> None:
+        """Not ours any more: nothing of this attempt is written."""
+        log.warning("task.lease_lost", task_id=str(claim.task.id), state="ended")
+        self.inflight.remove(claim)
+        self._finished()
+
+    def _finished(self) -> None:
+        """A handler is done: free its slot, claim more if a backlog waits."""
+        if self.stopping:
+            return
+        if self._more_waiting:  # a backlog: refill in batches, not one claim per task
+            if self.free_slots >= self._refill_at:
+                self.wakeup.kick()
+        elif self._waiting_for_slot:  # the claim loop sleeps without a timer: re-arm it
+            self._waiting_for_slot = False
             self.wakeup.kick()

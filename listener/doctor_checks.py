@@ -45,6 +45,7 @@ class Thresholds:
     dead_min_rows: int = 1000  # ...and at least this many dead rows
     pending_age_s: float = 300.0  # due pending tasks waiting this long
     lease_grace_s: float = 60.0  # expired leases nobody rescued for this long
+    running_age_s: float = 3600.0  # a handler still running (lease kept alive) this long
     worker_stale_s: float = 30.0  # a worker not seen for this long is gone
     min_statement_timeout_s: float = 5.0
 
@@ -176,6 +177,20 @@ def expired_leases(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding
     )
 
 
+def long_running(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
+    count, age_s, types = _one(conn, "doctor_long_running", {"age_s": limits.running_age_s})
+    if not count:
+        return Finding(Level.OK, f"no handler has run longer than {_span(limits.running_age_s)}")
+    return Finding(
+        Level.WARN,
+        f"{count} task(s) running longer than {_span(limits.running_age_s)} "
+        f"(oldest {_span(age_s)}; types: {', '.join(types)})",
+        "their workers are alive and keep the lease, so nobody will rescue them: a "
+        "handler that hangs without a timeout is kept forever. Give the type a "
+        "timeout_s (or --timeout-s), and stop the worker to put the task back",
+    )
+
+
 def idle_in_transaction_timeout(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
     role, idle_ms, _ = _one(conn, "doctor_timeouts")
     if idle_ms:
@@ -225,6 +240,7 @@ CHECKS: list[tuple[str, Callable[[psycopg.Connection[Any], Thresholds], Finding]
     ("pending tasks waiting", stale_pending),
     ("pending types without a worker", unhandled_types),
     ("expired leases", expired_leases),
+    ("long-running handlers", long_running),
     ("idle_in_transaction_session_timeout", idle_in_transaction_timeout),
     ("statement_timeout", statement_timeout),
 ]

@@ -24,6 +24,8 @@ from listener.errors import DatabaseUnavailableError
 from listener.store import gauges
 
 OUTCOMES = ("completed", "retried", "failed", "released", "rescued")
+# Why a due task was left pending by the claim (listener.limits).
+THROTTLE_REASONS = ("global_concurrency", "rate_limit")
 
 # Sub-millisecond to minutes: pickup is ~1 ms with NOTIFY, up to the poll
 # interval without it, and far longer when a backlog builds.
@@ -71,11 +73,71 @@ class Metrics:
         self.listening = Gauge(
             "listener_listening", "1 while the LISTEN connection is up.", registry=registry
         )
+        self.claims = Counter(
+            "listener_claims",
+            "Claim statements sent, by result: tasks (claimed some) or empty.",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        self._claims_with_tasks = self.claims.labels("tasks")
+        self._claims_empty = self.claims.labels("empty")
+        self.loop_errors = Counter(
+            "listener_loop_errors",
+            "Failures of the worker's service loops (each was logged, backed off and retried).",
+            ["loop", "error"], registry=registry,
+        )  # fmt: skip
+        self.leases_lost = Counter(
+            "listener_leases_lost",
+            "Running tasks whose lease the database had given to someone else.",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.abandoned_threads = Gauge(
+            "listener_handler_threads_abandoned",
+            "Sync handler threads still running past their timeout (each holds its slot).",
+            registry=registry,
+        )  # fmt: skip
+        self.oldest_running = Gauge(
+            "listener_task_oldest_running_seconds",
+            "How long the longest-running handler in this worker has run.",
+            registry=registry,
+        )  # fmt: skip
+        self.outcomes_pending = Gauge(
+            "listener_outcomes_pending",
+            "Finished attempts whose outcome is not written yet (kept leased meanwhile).",
+            registry=registry,
+        )  # fmt: skip
         self.build_info = Gauge(
             "listener_build_info", "Versions of listener and what it runs on.",
             ["version", "python", "psycopg"], registry=registry,
         )  # fmt: skip
         self.build_info.labels(__version__, platform.python_version(), psycopg.__version__).set(1)
+        self.tasks_throttled = Counter(
+            "listener_tasks_throttled",
+            "Due tasks a claim left pending because of a fleet-wide limit, by reason: "
+            "global_concurrency, rate_limit.",
+            ["type", "reason"], registry=registry,
+        )  # fmt: skip
+        self.schedule_next_run_timestamp = Gauge(
+            "listener_schedule_next_run_timestamp_seconds",
+            "When this worker's schedule next fires (Unix time, database clock).",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.schedule_runs_enqueued = Counter(
+            "listener_schedule_runs_enqueued",
+            "Scheduled instants this worker enqueued (each instant is enqueued once, "
+            "fleet-wide: sum over workers).",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.schedule_runs_skipped = Counter(
+            "listener_schedule_runs_skipped",
+            "Times missed scheduled runs (more than one interval late) were skipped.",
+            ["type"], registry=registry,
+        )  # fmt: skip
+        self.scheduler_errors = Counter(
+            "listener_scheduler_errors",
+            "Scheduler passes that failed (database errors); the scheduler backs off and "
+            "goes on.",
+            registry=registry,
+        )  # fmt: skip
         self._claimed_children: dict[str, Counter] = {}
         self._finished_children: dict[tuple[str, str], Counter] = {}
 
@@ -94,9 +156,23 @@ class Metrics:
     def picked_up(self, task_type: str, pickup_delay_s: float) -> None:
         self.pickup_delay.observe(task_type, max(pickup_delay_s, 0.0))
 
-    def count_in_flight(self, in_flight: Callable[[], float]) -> None:
-        """Read the in-flight gauge from the worker at scrape time (no per-task cost)."""
+    def count_in_flight(
+        self,
+        in_flight: Callable[[], float],
+        oldest_running_s: Callable[[], float],
+        outcomes_pending: Callable[[], float],
+    ) -> None:
+        """Read the in-flight gauges from the worker at scrape time (no per-task cost)."""
         self.in_flight.set_function(in_flight)
+        self.oldest_running.set_function(oldest_running_s)
+        self.outcomes_pending.set_function(outcomes_pending)
+
+    def claimed_rows(self, count: int) -> None:
+        """One claim statement came back with ``count`` tasks."""
+        (self._claims_with_tasks if count else self._claims_empty).inc()
+
+    def loop_failed(self, loop: str, error: str) -> None:
+        self.loop_errors.labels(loop, error).inc()
 
     def finished(self, task_type: str, outcome: str, duration_s: float | None = None) -> None:
         self.finished_batch(task_type, outcome, 1)
@@ -110,6 +186,24 @@ class Metrics:
         if counter is None:
             counter = self._finished_children[key] = self.tasks_finished.labels(*key)
         counter.inc(count)
+
+    def throttled(self, task_type: str, reason: str, count: int = 1) -> None:
+        """``count`` due tasks of ``task_type`` left pending by a limit (THROTTLE_REASONS)."""
+        if reason not in THROTTLE_REASONS:
+            raise ValueError(f"unknown throttle reason {reason!r}")
+        self.tasks_throttled.labels(task_type, reason).inc(count)
+
+    def schedule_next_run(self, task_type: str, timestamp_s: float) -> None:
+        self.schedule_next_run_timestamp.labels(task_type).set(timestamp_s)
+
+    def schedule_enqueued(self, task_type: str) -> None:
+        self.schedule_runs_enqueued.labels(task_type).inc()
+
+    def schedule_skipped(self, task_type: str) -> None:
+        self.schedule_runs_skipped.labels(task_type).inc()
+
+    def scheduler_failed(self) -> None:
+        self.scheduler_errors.inc()
 
 
 class TypeHistogram(Collector):

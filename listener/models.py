@@ -10,7 +10,8 @@ from typing import Any
 
 
 class TaskStatus(enum.StrEnum):
-    """A task's state. The moves between states are documented in sql/migrations/0001.
+    """A task's state; who moves it, and what each move does to ``attempts``, is the
+    table in docs/attempts.md.
 
     pending -> processing (claimed) -> completed | failed, or back to pending when
     a retry is scheduled, the worker shuts down, or its lease expires (rescue).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from collections.abc import Awaitable, Callable
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from listener.errors import ConfigError
+from listener.limits import LimitOverride, RateLimit, parse_global_concurrency, parse_rate_limit
 from listener.models import Task
+from listener.schedules import Schedule, parse_schedule
 
 # Matched with fullmatch: a "$" anchor would accept a trailing newline, which the
 # database constraint rejects.
@@ -22,12 +25,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True, slots=True)
 class HandlerOptions:
-    """Per-type execution settings; ``None`` means the worker's default."""
+    """Per-type execution settings; ``None`` means the worker's default (or no limit).
+
+    ``global_concurrency`` and ``rate_limit`` hold across every worker on the
+    database; ``schedule`` makes the fleet enqueue one task per instant.
+    """
 
     timeout_s: float | None = None
     max_attempts: int | None = None
     backoff_base_s: float | None = None
     backoff_max_s: float | None = None
+    global_concurrency: int | None = None  # at most N processing with a live lease
+    rate_limit: RateLimit | None = None  # at most count starts per window_s
+    schedule: Schedule | None = None  # cron= or every=
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +49,9 @@ class HandlerSpec:
     is_async: bool
     transactional: bool
     options: HandlerOptions
+    # Raises ConfigError when the handler's settings are missing; `listener run`
+    # calls it once at start-up to warn (tasks still wait, unharmed, for the fix).
+    check_settings: Callable[[], object] | None = None
 
 
 class Registry:
@@ -58,6 +71,30 @@ class Registry:
 
     def get(self, task_type: str) -> HandlerSpec | None:
         return self._specs.get(task_type)
+
+    def apply_limits(self, override: LimitOverride) -> HandlerSpec:
+        """Replace a registered type's limits (``--limit``); keys not given are kept."""
+        spec = self._specs.get(override.type)
+        if spec is None:
+            known = ", ".join(self.types()) or "none"
+            raise ConfigError(
+                f"--limit {override.type}: no handler registered for that type (known: {known})"
+            )
+        options = spec.options
+        global_concurrency = options.global_concurrency
+        if override.clear_global or override.global_concurrency is not None:
+            global_concurrency = override.global_concurrency
+        rate_limit = options.rate_limit
+        if override.clear_rate or override.rate_limit is not None:
+            rate_limit = override.rate_limit
+        updated = dataclasses.replace(
+            spec,
+            options=dataclasses.replace(
+                options, global_concurrency=global_concurrency, rate_limit=rate_limit
+            ),
+        )
+        self._specs[spec.type] = updated
+        return updated
 
     def types(self) -> list[str]:
         return sorted(self._specs)
@@ -95,6 +132,12 @@ def handler(
     backoff_base_s: float | None = None,
     backoff_max_s: float | None = None,
     transactional: bool = False,
+    global_concurrency: int | None = None,
+    rate_limit: str | RateLimit | None = None,
+    cron: str | None = None,
+    cron_tz: str | None = None,
+    every: str | None = None,
+    check_settings: Callable[[], object] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated function as the handler for ``task_type``.
@@ -102,12 +145,27 @@ def handler(
     ``async def f(task)`` runs on the event loop; ``def f(task)`` runs in a worker
     thread. With ``transactional=True`` an async handler is called as
     ``f(task, conn)`` inside the transaction that marks the task completed.
+    ``global_concurrency=N`` and ``rate_limit="30/m"`` limit the type across all
+    workers; ``cron="0 8 * * *"`` (UTC, or ``cron_tz=``) or ``every="15s"`` enqueue
+    one task per scheduled instant, fleet-wide. ``check_settings`` raises ConfigError
+    if the handler's settings are missing (``listener run`` warns at start-up).
     """
     try:
         validate_task_type(task_type)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    options = HandlerOptions(timeout_s, max_attempts, backoff_base_s, backoff_max_s)
+    try:
+        options = HandlerOptions(
+            timeout_s, max_attempts, backoff_base_s, backoff_max_s,
+            global_concurrency=(
+                None if global_concurrency is None
+                else parse_global_concurrency(global_concurrency)
+            ),
+            rate_limit=None if rate_limit is None else parse_rate_limit(rate_limit),
+            schedule=parse_schedule(cron, every, cron_tz),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(f"handler for {task_type!r}: {exc}") from None
     _check_options(task_type, options)
 
     def decorate(func: F) -> F:
@@ -116,7 +174,7 @@ def handler(
             raise ConfigError(
                 f"handler for {task_type!r}: transactional handlers must be async functions"
             )
-        spec = HandlerSpec(task_type, func, is_async, transactional, options)
+        spec = HandlerSpec(task_type, func, is_async, transactional, options, check_settings)
         # Not `registry or default_registry`: an empty Registry is falsy (__len__).
         (default_registry if registry is None else registry).register(spec)
         return func
@@ -137,4 +195,13 @@ def _qualname(func: HandlerFunc) -> str:
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
 
-__all__ = ["HandlerOptions", "HandlerSpec", "Registry", "Task", "default_registry", "handler"]
+__all__ = [
+    "HandlerOptions",
+    "HandlerSpec",
+    "RateLimit",
+    "Registry",
+    "Schedule",
+    "Task",
+    "default_registry",
+    "handler",
+]

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 _CONSTRAINT_PROBLEMS = {
     "tasks_payload_size": "payload is over the database's 1 MiB limit once stored as jsonb "
     "(arrays of many small numbers grow several-fold)",
+    "tasks_payload_logical_size": "payload is over the database's 1 MiB limit as JSON text",
+    "tasks_payload_depth": "payload is nested deeper than 64 levels",
 }
 
 

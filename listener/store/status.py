@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from listener.sqlfiles import query
+from listener.store.schedules import LimitStatus, ScheduleStatus, limit_status, schedule_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,13 +17,15 @@ class QueueStatus:
     oldest_pending_age_s: float | None
     unhandled_pending: list[tuple[str, int]]  # (type, count) no live worker handles
     workers: list[dict[str, Any]]
+    limits: list[LimitStatus]  # limited types, as live workers publish them
+    schedules: list[ScheduleStatus]
 
 
 WORKER_STALE_S = 30.0
 
 
 def queue_status(conn: psycopg.Connection[Any]) -> QueueStatus:
-    """Counts per status and type, oldest pending age, unhandled types, live workers."""
+    """Counts, oldest pending age, unhandled types, live workers, limits and schedules."""
     stale = {"stale_s": WORKER_STALE_S}
     counts = [(s, t, int(c)) for s, t, c in conn.execute(query("unfinished_counts")).fetchall()]
     age_row = conn.execute(query("oldest_pending_age")).fetchone()
@@ -31,4 +34,6 @@ def queue_status(conn: psycopg.Connection[Any]) -> QueueStatus:
     cur = conn.execute(query("live_workers"), stale)
     names = [d.name for d in cur.description or ()]
     workers = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    return QueueStatus(counts, age, unhandled, workers)
+    limits = limit_status(conn, WORKER_STALE_S)
+    schedules = schedule_status(conn, WORKER_STALE_S)
+    return QueueStatus(counts, age, unhandled, workers, limits, schedules)

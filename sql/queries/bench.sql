@@ -122,3 +122,10 @@ SELECT count(*) FROM listener.workers;
 INSERT INTO public.tasks (type, payload)
 SELECT %(type)s, '{}'::jsonb FROM generate_series(1, %(n)s);
 
+
+-- name: complete_tasks
+-- The raw loop's completion: the engine's own guards (status, owner), no claim token.
+UPDATE public.tasks
+SET status = 'completed', completed_at = now(), lease_expires_at = NULL, error = NULL
+WHERE id = ANY (%(ids)b::uuid[]) AND status = 'processing' AND worker_id = %(worker_id)s
+RETURNING id;

@@ -72,6 +72,14 @@ WHERE status = 'processing'
   AND coalesce(lease_expires_at, coalesce(started_at, created_at) + interval '15 minutes')
       < now() - make_interval(secs => %(grace_s)s);
 
+-- name: doctor_long_running
+-- Handlers still running after a long time, their lease kept alive by a live worker.
+SELECT count(*), extract(epoch FROM now() - min(started_at)),
+       coalesce(array_agg(DISTINCT type ORDER BY type), '{}')
+FROM public.tasks
+WHERE status = 'processing' AND lease_expires_at > now()
+  AND started_at < now() - make_interval(secs => %(age_s)s);
+
 -- name: doctor_live_worker_count
 SELECT count(*) FROM listener.workers
 WHERE last_seen_at >= now() - make_interval(secs => %(stale_s)s);

@@ -1,65 +1,132 @@
--- The engine's queries: claim, acknowledge, lease, rescue, worker registry.
--- Every state change after the claim names the state and owner it expects;
--- zero rows back means someone else (the rescuer, another worker) got there first.
+-- The engine's queries: claim, write outcomes, heartbeat, rescue, reconcile, workers.
+-- Every write after the claim names the claim it belongs to, (id, claim_token), and
+-- the state it expects; a task that is not that claim's any more is left alone.
 
--- name: claim_tasks
--- payload as text: json.loads on a str costs half of psycopg's jsonb loader.
+-- name: claim_batch
+-- payload as text: the worker bounds and decodes it itself (json.loads on a str costs
+-- half of psycopg's jsonb loader). Rows come back in the order they were due.
 SELECT id, type, payload::text, attempts, max_attempts, created_at, run_at, priority,
        dedupe_key, lease_expires_at, worker_id,
-       extract(epoch FROM now() - greatest(run_at, created_at))::float8 AS pickup_delay_s
-FROM listener.claim_tasks(%(worker_id)s, %(limit)s, %(types)s, %(lease_s)s);
+       extract(epoch FROM now() - greatest(run_at, created_at))::float8 AS pickup_delay_s,
+       attempt_limit
+FROM listener.claim_batch(%(worker_id)s, %(token)s, %(limit)s, %(types)s,
+                          %(attempt_limits)s, %(lease_s)s);
 
--- name: complete_tasks
+-- name: finish_tasks
+-- Every outcome of the engine, many tasks per statement. A row locked by another
+-- transaction is skipped, not waited for (written = false, ours = true: try again
+-- later); a row that is not ours any more (ours = false) is left alone.
+-- Actions: complete; fail; retry (counted) / retry_uncounted (the attempt is given
+-- back) after delay_s; release (never started: attempt given back, due at once).
+WITH outcome AS (
+    SELECT *
+    FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(actions)s::text[],
+                %(delays_s)s::float8[], %(errors)s::text[])
+         AS o(id, token, action, delay_s, error)
+), locked AS (
+    SELECT t.id, o.action, o.delay_s, o.error
+    FROM public.tasks AS t
+    JOIN outcome AS o ON o.id = t.id AND o.token = t.claim_token
+    WHERE t.id = ANY (%(ids)b::uuid[]) AND t.status = 'processing'
+    FOR NO KEY UPDATE OF t SKIP LOCKED
+), written AS (
+    UPDATE public.tasks AS t
+    SET status = CASE l.action WHEN 'complete' THEN 'completed'
+                               WHEN 'fail' THEN 'failed'
+                               ELSE 'pending' END,
+        completed_at = CASE WHEN l.action IN ('complete', 'fail') THEN now() END,
+        run_at = CASE WHEN l.action IN ('retry', 'retry_uncounted')
+                      THEN now() + make_interval(secs => l.delay_s)
+                      ELSE t.run_at END,
+        attempts = CASE WHEN l.action IN ('retry_uncounted', 'release')
+                        THEN greatest(t.attempts - 1, 0)
+                        ELSE t.attempts END,
+        started_at = CASE WHEN l.action = 'release' THEN NULL ELSE t.started_at END,
+        error = l.error,
+        worker_id = CASE WHEN l.action IN ('complete', 'fail') THEN t.worker_id END,
+        claim_token = CASE WHEN l.action IN ('complete', 'fail') THEN t.claim_token END,
+        lease_expires_at = NULL
+    FROM locked AS l
+    WHERE t.id = ANY (%(ids)b::uuid[]) AND t.id = l.id
+    RETURNING t.id, extract(epoch FROM t.run_at - now())::float8 AS due_in_s
+)
+SELECT o.id, o.token, w.id IS NOT NULL AS written, w.due_in_s,
+       EXISTS (SELECT 1 FROM public.tasks AS t
+               WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'processing')
+           AS ours
+FROM outcome AS o
+LEFT JOIN written AS w ON w.id = o.id;
+
+-- name: complete_claim
+-- A transactional handler's completion, inside the handler's own transaction.
 UPDATE public.tasks
 SET status = 'completed', completed_at = now(), lease_expires_at = NULL, error = NULL
-WHERE id = ANY (%(ids)b::uuid[]) AND status = 'processing' AND worker_id = %(worker_id)s
+WHERE id = %(id)s AND claim_token = %(token)s AND status = 'processing'
 RETURNING id;
 
--- name: retry_task
--- counted = false (RetryLater) gives the attempt back.
-UPDATE public.tasks
-SET status = 'pending',
-    run_at = now() + make_interval(secs => %(delay_s)s),
-    attempts = CASE WHEN %(counted)s THEN attempts ELSE greatest(attempts - 1, 0) END,
-    error = %(error)s,
-    worker_id = NULL,
-    lease_expires_at = NULL
-WHERE id = %(id)s AND status = 'processing' AND worker_id = %(worker_id)s
-RETURNING id, run_at;
+-- name: heartbeat
+-- This worker is alive (its row in listener.workers) and keeps its leases, in one
+-- round trip (a data-modifying WITH always runs). Locked rows are skipped, not
+-- waited for: renewed = false, ours = true.
+WITH presence AS (
+    INSERT INTO listener.workers (id, hostname, pid, types, concurrency)
+    VALUES (%(worker_id)s, %(hostname)s, %(pid)s, %(types)s, %(concurrency)s)
+    ON CONFLICT (id) DO UPDATE
+    SET types = excluded.types, concurrency = excluded.concurrency, last_seen_at = now()
+    RETURNING id
+), claims AS (
+    SELECT * FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[]) AS c(id, token)
+), locked AS (
+    SELECT t.id
+    FROM public.tasks AS t
+    JOIN claims AS c ON c.id = t.id AND c.token = t.claim_token
+    WHERE t.id = ANY (%(ids)b::uuid[]) AND t.status = 'processing'
+    FOR NO KEY UPDATE OF t SKIP LOCKED
+), renewed AS (
+    UPDATE public.tasks AS t
+    SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+    FROM locked AS l
+    WHERE t.id = ANY (%(ids)b::uuid[]) AND t.id = l.id
+    RETURNING t.id
+)
+SELECT c.id, c.token, r.id IS NOT NULL AS renewed,
+       EXISTS (SELECT 1 FROM public.tasks AS t
+               WHERE t.id = c.id AND t.claim_token = c.token AND t.status = 'processing')
+           AS ours
+FROM claims AS c
+LEFT JOIN renewed AS r ON r.id = c.id;
 
--- name: fail_task
-UPDATE public.tasks
-SET status = 'failed', completed_at = now(), error = %(error)s, lease_expires_at = NULL
-WHERE id = %(id)s AND status = 'processing' AND worker_id = %(worker_id)s
-RETURNING id;
-
--- name: release_tasks
--- Shutdown: the interrupted attempt is not counted, and the task is due at once.
-UPDATE public.tasks
-SET status = 'pending', attempts = greatest(attempts - 1, 0),
-    worker_id = NULL, lease_expires_at = NULL, started_at = NULL
-WHERE id = ANY (%(ids)b::uuid[]) AND status = 'processing' AND worker_id = %(worker_id)s
-RETURNING id;
-
--- name: extend_leases
-UPDATE public.tasks
-SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
-WHERE id = ANY (%(ids)b::uuid[]) AND status = 'processing' AND worker_id = %(worker_id)s
-RETURNING id;
+-- name: reconcile_claims
+-- Rows processing under this worker that it does not hold: a claim committed but its
+-- reply never arrived (the connection dropped). Put back at once, attempt given back.
+UPDATE public.tasks AS t
+SET status = 'pending', attempts = greatest(t.attempts - 1, 0), worker_id = NULL,
+    claim_token = NULL, lease_expires_at = NULL, started_at = NULL
+WHERE t.status = 'processing' AND t.worker_id = %(worker_id)s
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[]) AS k(id, token)
+      WHERE k.id = t.id AND k.token = t.claim_token
+  )
+RETURNING t.id, t.type;
 
 -- name: rescue_expired
--- Tasks whose worker stopped renewing the lease (killed, frozen, partitioned).
--- Rows claimed by a pre-lease worker (no lease) are presumed lost after 15 minutes.
+-- Tasks whose worker stopped renewing the lease (killed, frozen, partitioned), a
+-- margin after the lease ran out, so that an owner back from an outage renews first.
+-- The attempt limit is the one fixed when the task was claimed; rows claimed
+-- without one (older workers, claim_next_task()) use the handler's or the default.
+-- Rows claimed without a lease are presumed lost after 15 minutes.
 WITH expired AS (
     SELECT t.id,
-           t.attempts >= coalesce(t.max_attempts, limits.max_attempts, %(default_max_attempts)s)
+           t.attempts >= coalesce(t.attempt_limit, t.max_attempts, limits.max_attempts,
+                                  %(default_max_attempts)s)
                AS exhausted
     FROM public.tasks AS t
     LEFT JOIN unnest(%(types)s::text[], %(max_attempts)s::integer[])
               AS limits(type, max_attempts) ON limits.type = t.type
     WHERE t.status = 'processing'
       AND coalesce(t.lease_expires_at,
-                   coalesce(t.started_at, t.created_at) + interval '15 minutes') < now()
+                   coalesce(t.started_at, t.created_at) + interval '15 minutes')
+          < now() - make_interval(secs => %(margin_s)s)
     ORDER BY t.lease_expires_at
     LIMIT %(limit)s
     FOR NO KEY UPDATE OF t SKIP LOCKED
@@ -71,24 +138,20 @@ SET status = CASE WHEN expired.exhausted THEN 'failed' ELSE 'pending' END,
     error = 'WorkerLost: the worker running this task stopped renewing its lease'
             || CASE WHEN expired.exhausted THEN ' and no attempts are left' ELSE '' END,
     worker_id = NULL,
+    claim_token = NULL,
     lease_expires_at = NULL
 FROM expired
 WHERE t.id = expired.id
 RETURNING t.id, t.type, t.status, t.attempts;
 
--- name: next_run_at
-SELECT min(run_at) FROM public.tasks
-WHERE status = 'pending' AND run_at > now()
-  AND (%(types)s::text[] IS NULL OR type = ANY (%(types)s::text[]));
+-- name: next_due_in
+-- Seconds until the next scheduled task of these types is due, on the database's
+-- clock (a worker's clock may be ahead or behind).
+SELECT extract(epoch FROM min(run_at) - now())::float8 FROM public.tasks
+WHERE status = 'pending' AND run_at > now() AND type = ANY (%(types)s::text[]);
 
 -- name: notify_workers
 SELECT pg_notify('listener_tasks', '');
-
--- name: upsert_worker
-INSERT INTO listener.workers (id, hostname, pid, types, concurrency)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(types)s, %(concurrency)s)
-ON CONFLICT (id) DO UPDATE
-SET types = excluded.types, concurrency = excluded.concurrency, last_seen_at = now();
 
 -- name: delete_worker
 DELETE FROM listener.workers WHERE id = %(id)s;

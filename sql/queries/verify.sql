@@ -20,7 +20,8 @@ WITH RECURSIVE api_roles AS (
     SELECT oid FROM pg_class
     WHERE oid IN (to_regclass('public.tasks'), to_regclass('public.transactions'),
                   to_regclass('public.care_plans'), to_regclass('public.payment_orders'),
-                  to_regclass('listener.schema_migrations'), to_regclass('listener.workers'))
+                  to_regclass('listener.schema_migrations'), to_regclass('listener.workers'),
+                  to_regclass('listener.schedules'))
 ), built_on AS (
     SELECT r.ev_class AS view_oid
     FROM pg_depend AS d JOIN pg_rewrite AS r ON r.oid = d.objid
@@ -56,7 +57,8 @@ SELECT p.polrelid::regclass::text AS table_name, p.polname AS policy
 FROM pg_policy AS p
 WHERE p.polrelid IN (to_regclass('public.tasks'), to_regclass('public.transactions'),
                      to_regclass('public.care_plans'), to_regclass('public.payment_orders'),
-                     to_regclass('listener.schema_migrations'), to_regclass('listener.workers'))
+                     to_regclass('listener.schema_migrations'), to_regclass('listener.workers'),
+                     to_regclass('listener.schedules'))
 ORDER BY 1, 2;
 
 -- name: definer_functions_for_api_roles

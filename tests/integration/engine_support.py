@@ -164,3 +164,37 @@ def worker_processes(dsn: str, count: int, *args: str) -> Iterator[list[WorkerPr
     finally:
         for w in workers:
             w.stop()
+
+
+def terminate_other_sessions(conn: psycopg.Connection[Any]) -> int:
+    """pg_terminate_backend every other session of this database; how many."""
+    rows = conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
+    return len(rows)
+
+
+@contextlib.contextmanager
+def database_read_only(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The database turns read-only, as in a failover or Supabase's read-only mode.
+
+    New sessions start read-only; every other session is cut so that reconnects get
+    the new setting. ``conn`` itself stays writable.
+    """
+    name = conn.info.dbname
+    conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    terminate_other_sessions(conn)
+    try:
+        yield
+    finally:
+        conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        terminate_other_sessions(conn)
+
+
+def disable_payload_checks(conn: psycopg.Connection[Any]) -> None:
+    """Store rows as an older schema would have (no insert-time payload limits)."""
+    conn.execute(
+        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'tasks_check_payload')"
+        " THEN ALTER TABLE tasks DISABLE TRIGGER tasks_check_payload; END IF; END $$"
+    )

@@ -211,6 +211,8 @@ def test_status_of_an_empty_queue(dsn: str) -> None:
         "oldest_pending_age_s": None,
         "unhandled_pending": [],
         "workers": [],
+        "limits": [],
+        "schedules": [],
     }
 
 

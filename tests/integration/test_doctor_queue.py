@@ -169,3 +169,18 @@ def test_very_low_statement_timeout_warns(conn: psycopg.Connection[Any], dsn: st
     finding = find(doctor.diagnose(dsn), "statement_timeout")
     assert finding.level is Level.WARN
     assert finding.title.startswith("statement_timeout = 0.2s for role ")
+
+
+def test_a_handler_running_for_hours_under_a_live_lease_warns(
+    conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    conn.execute(
+        "INSERT INTO tasks (type, status, worker_id, started_at, lease_expires_at) VALUES "
+        "('report', 'processing', 'w', now() - interval '3 hours', now() + interval '30 s'),"
+        "('quick', 'processing', 'w', now() - interval '2 seconds', now() + interval '30 s')"
+    )
+    finding = find(doctor.diagnose(dsn), "running longer than")
+    assert finding.level is Level.WARN
+    assert finding.title == "1 task(s) running longer than 1h (oldest 3h; types: report)"
+    relaxed = find(doctor.diagnose(dsn, Thresholds(running_age_s=4 * 3600)), "has run longer")
+    assert relaxed.level is Level.OK

@@ -26,6 +26,9 @@ from tests.integration.engine_support import (
 FAST_LEASE = ("--lease-s", "1", "--rescue-interval-s", "0.3", "--poll-interval-s", "0.5")
 
 
+INTERRUPTED = "Interrupted: the worker stopped before the handler finished"
+
+
 def _row(conn: psycopg.Connection[Any], task_id: Any) -> tuple[Any, ...]:
     row = conn.execute(
         "SELECT status, attempts, worker_id, error FROM tasks WHERE id = %s", (task_id,)
@@ -84,7 +87,7 @@ def test_heartbeat_keeps_a_task_three_times_longer_than_its_lease(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signal_finishes_quick_tasks_releases_slow_ones_and_exits_zero(
+def test_stop_signal_finishes_quick_tasks_puts_slow_ones_back_counted_and_exits_zero(
     dsn: str, conn: psycopg.Connection[Any], signum: int
 ) -> None:
     with worker_processes(dsn, 1, "--grace-s", "1.5") as (worker,):
@@ -95,12 +98,12 @@ def test_stop_signal_finishes_quick_tasks_releases_slow_ones_and_exits_zero(
         assert worker.wait(20) == 0
     for task_id in quick:
         assert _row(conn, task_id)[0] == "completed"
-    for task_id in slow:
-        assert _row(conn, task_id)[:3] == ("pending", 0, None)
+    for task_id in slow:  # started, interrupted: the attempt counts
+        assert _row(conn, task_id) == ("pending", 1, None, INTERRUPTED)
     assert "processing" not in statuses(conn)
 
 
-def test_second_sigterm_releases_running_tasks_at_once(
+def test_second_sigterm_puts_running_tasks_back_at_once(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
     with worker_processes(dsn, 1, "--grace-s", "60") as (worker,):
@@ -111,7 +114,7 @@ def test_second_sigterm_releases_running_tasks_at_once(
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0
         assert b'"in_flight": 1' in worker.log()
-    assert _row(conn, task_id)[:3] == ("pending", 0, None)
+    assert _row(conn, task_id) == ("pending", 1, None, INTERRUPTED)
 
 
 def test_a_storm_of_stop_signals_still_ends_in_a_clean_exit_with_the_task_released(
@@ -127,7 +130,7 @@ def test_a_storm_of_stop_signals_still_ends_in_a_clean_exit_with_the_task_releas
             worker.signal(signal.SIGTERM)
             time.sleep(0.001)
         assert worker.wait(5) == 0
-    assert _row(conn, task_id)[:3] == ("pending", 0, None)
+    assert _row(conn, task_id) == ("pending", 1, None, INTERRUPTED)
 
 
 def test_stop_puts_back_claimed_tasks_that_never_started_at_once_not_after_the_grace(
@@ -160,9 +163,14 @@ def test_a_drained_worker_exits_without_waiting_for_an_abandoned_handler_thread(
 ) -> None:
     with worker_processes(dsn, 1) as (worker,):
         task_id = create_task("sync_hang", {"s": 20}, conn=conn)
-        wait_until(lambda: _row(conn, task_id)[0] == "failed")  # timed out; thread abandoned
+        wait_until(lambda: b"task.timed_out" in worker.log())  # its thread runs on
+        assert _row(conn, task_id)[0] == "processing"  # leased until the thread ends
         worker.signal(signal.SIGTERM)
         assert worker.wait(5) == 0  # not 20 s later, when the thread would return
+    # The thread died with the process: the timed-out attempt is written (no attempt left).
+    status, attempts, _, error = _row(conn, task_id)
+    assert (status, attempts) == ("failed", 1)
+    assert error.startswith("HandlerTimeout")
 
 
 def test_killed_listener_backend_reconnects_and_processes_what_arrived(
@@ -239,3 +247,18 @@ def test_crash_looping_poison_task_fails_after_max_attempts_while_others_complet
     assert (status, attempts) == ("failed", 3)
     assert "WorkerLost" in error
     assert ledger(conn)["tasks_with_one_effect"] == len(good)
+
+
+def test_a_task_that_hangs_past_the_grace_period_on_every_deploy_eventually_fails(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    task_id = create_task("announced_sleep", {"s": 3600}, conn=conn)
+    for deploy in (1, 2):
+        with worker_processes(dsn, 1, "--grace-s", "0.3", "--max-attempts", "2") as (worker,):
+            wait_until(lambda: f"handler.started {task_id}".encode() in worker.log())
+            worker.signal(signal.SIGTERM)
+            assert worker.wait(20) == 0
+        assert _row(conn, task_id)[1] == deploy  # each interrupted attempt counted
+    status, attempts, _, error = _row(conn, task_id)
+    assert (status, attempts) == ("failed", 2)
+    assert error == f"{INTERRUPTED}, and no attempts are left"

@@ -95,6 +95,14 @@ COVERAGE: dict[str, RunBy | NotHere] = {
     "# myapp/tasks.py": RunBy(
         f"{THIS}::test_handler_example_runs_in_a_real_worker",
     ),
+    "# myapp/periodic.py": RunBy(
+        "tests/integration/test_schedules.py"
+        "::test_readme_schedules_example_registers_both_schedules_in_a_real_worker"
+    ),
+    "# myapp/llm_tasks.py": RunBy(
+        "tests/integration/test_schedules.py"
+        "::test_readme_limits_example_is_published_by_a_real_worker"
+    ),
     "import base64": NotHere(
         "Flask is not a dependency; the same endpoint on http.server is run by the test",
         "tests/integration/test_razorpay_worker.py"

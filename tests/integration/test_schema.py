@@ -25,6 +25,8 @@ COLUMNS = {
     "worker_id": ("text", True, None),
     "lease_expires_at": ("timestamp with time zone", True, None),
     "dedupe_key": ("text", True, None),
+    "claim_token": ("uuid", True, None),
+    "attempt_limit": ("integer", True, None),
 }
 
 
@@ -100,7 +102,16 @@ def test_every_documented_status_is_accepted(
         ("payload", "'[1, 2]'::jsonb", "tasks_payload_object"),
         ("payload", "'\"text\"'::jsonb", "tasks_payload_object"),
         ("payload", "'null'::jsonb", "tasks_payload_object"),
-        ("payload", "jsonb_build_object('blob', repeat('x', 1100000))", "tasks_payload_size"),
+        (
+            "payload",
+            "jsonb_build_object('blob', repeat('x', 1100000))",
+            "tasks_payload_logical_size",
+        ),
+        (
+            "payload",
+            "(repeat('{\"a\":', 70) || '1' || repeat('}', 70))::jsonb",
+            "tasks_payload_depth",
+        ),
         ("attempts", "-1", "tasks_attempts_valid"),
         ("attempts", "1001", "tasks_attempts_valid"),
         ("max_attempts", "0", "tasks_max_attempts_valid"),

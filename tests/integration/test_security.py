@@ -30,6 +30,7 @@ FORBIDDEN = [
     "SELECT * FROM listener.claim_tasks('w', 10)",
     "SELECT public.enqueue_task('t', '{}')",
     "SELECT * FROM listener.schema_migrations",
+    "SELECT * FROM listener.schedules",
 ]
 
 

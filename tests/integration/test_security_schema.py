@@ -89,10 +89,11 @@ def test_upgrade_shortens_old_long_errors_so_engine_updates_still_succeed(
         assert constraint_state(conn, "tasks_error_length") is True
         row = conn.execute("SELECT char_length(error), right(error, 1) FROM tasks").fetchone()
         assert row == (4000, "…")
-        # The engine's writes of that row go through: lease renewal, then release.
-        params = {"ids": [task_id], "worker_id": "old-worker", "lease_s": 30}
-        assert conn.execute(query("extend_leases"), params).fetchall() == [(task_id,)]
-        assert conn.execute(query("release_tasks"), params).fetchall() == [(task_id,)]
+        # The engine's write of that row goes through: a restarted worker puts back the
+        # rows processing under its id that it does not hold (the error is kept).
+        params = {"worker_id": "old-worker", "ids": [uuid.uuid4()], "tokens": [uuid.uuid4()]}
+        assert conn.execute(query("reconcile_claims"), params).fetchall() == [(task_id, "t")]
+        assert conn.execute("SELECT status FROM tasks").fetchone() == ("pending",)
 
 
 def test_upgrade_with_old_ledger_rows_that_break_a_rule_keeps_them_and_checks_new_rows(

@@ -38,15 +38,16 @@ async def _kick_soon(wakeup: Wakeup) -> None:
     wakeup.kick()
 
 
-def test_claimed_row_becomes_task_with_effective_max_attempts() -> None:
+def test_claimed_row_becomes_task_with_the_attempt_limit_fixed_at_claim() -> None:
     task_id = uuid.uuid4()
     now = datetime.now(UTC)
-    row = (task_id, "t", '{"a": 1}', 2, None, now, now, 0, None, now, "w", 0.004)
-    task, pickup_delay_s = task_from_row(row, default_max_attempts=7)
+    row = (task_id, "t", '{"a": 1}', 2, None, now, now, 0, None, now, "w", 0.004, 7)
+    task, pickup_delay_s, error = task_from_row(row, default_max_attempts=5)
     assert (task.id, task.attempt, task.max_attempts, pickup_delay_s) == (task_id, 2, 7, 0.004)
     assert task.payload == {"a": 1}  # the claim sends payload as text
-    explicit = task_from_row((*row[:4], 3, *row[5:]), default_max_attempts=7)[0]
-    assert explicit.max_attempts == 3
+    assert error is None
+    unlimited = task_from_row((*row[:12], None), default_max_attempts=5)[0]
+    assert unlimited.max_attempts == 5
 
 
 def test_health_is_not_ready_until_database_and_listener_are_up() -> None:

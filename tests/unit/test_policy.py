@@ -6,8 +6,17 @@ import random
 
 import pytest
 
-from listener.errors import PermanentError, RetryLater
-from listener.policy import MAX_ERROR_CHARS, RetryPolicy, decide, describe_error
+from listener.errors import ConfigError, PermanentError, RetryLater
+from listener.policy import (
+    MAX_ERROR_CHARS,
+    PayloadError,
+    RetryPolicy,
+    StrayCancellation,
+    decide,
+    describe_error,
+    exhausted,
+    interrupted,
+)
 
 
 def test_no_exception_completes_the_task() -> None:
@@ -93,3 +102,47 @@ def test_error_text_masks_email_addresses_and_secrets() -> None:
     assert "alice@example.com" not in text
     assert "hunter2" not in text
     assert text.startswith("PermanentError: mailbox [email] refused")
+
+
+@pytest.mark.parametrize(
+    ("exc", "action", "counted"),
+    [
+        (SystemExit(3), "retry", True),
+        (KeyboardInterrupt(), "retry", True),
+        (StrayCancellation("not asked for"), "retry", True),
+        (PayloadError("too deep"), "fail", True),
+        (ConfigError("SMTP_FROM is not set"), "retry", False),
+    ],
+)
+def test_whatever_a_handler_raises_is_an_outcome_of_this_attempt_only(
+    exc: BaseException, action: str, counted: bool
+) -> None:
+    outcome = decide(1, RetryPolicy(max_attempts=3), exc)
+    assert (outcome.action, outcome.counted) == (action, counted)
+    assert outcome.error is not None
+    assert outcome.error.startswith(type(exc).__name__)
+
+
+def test_a_missing_setting_waits_longer_each_time_its_type_fails_so_up_to_a_cap() -> None:
+    delays = [
+        decide(1, RetryPolicy(), ConfigError("x"), _ZeroJitter(), config_failures=n).delay_s
+        for n in (1, 2, 3, 10)
+    ]
+    assert delays == [5.0, 10.0, 20.0, 150.0]  # half of 10 s doubling, capped at 300 s
+
+
+def test_a_stopping_worker_gives_back_only_the_attempts_that_never_started() -> None:
+    assert interrupted(1, 5, started=False).sql_action == "release"
+    started = interrupted(1, 5, started=True)
+    assert (started.sql_action, started.delay_s) == ("retry", 0.0)
+    assert interrupted(5, 5, started=True).action == "fail"
+
+
+def test_outcomes_name_the_finish_statements_actions() -> None:
+    assert decide(1, RetryPolicy(), RetryLater(1)).sql_action == "retry_uncounted"
+    assert decide(1, RetryPolicy(), ValueError()).sql_action == "retry"
+    assert exhausted(6, 5).error == "AttemptsExhausted: attempt 6 of 5"
+
+
+def test_error_text_never_holds_a_nul_character() -> None:
+    assert "\x00" not in describe_error(ValueError("a\x00b"))

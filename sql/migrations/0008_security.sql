@@ -1,4 +1,4 @@
--- 0006 (provisional number; 0007 once the payload-limit migration lands): security.
+-- 0008: security.
 --
 -- * tasks.error is bounded, so a handler (or an app) cannot bloat a row with it;
 -- * the payment ledger's text columns are bounded and its status is a short word;
