@@ -1,5 +1,6 @@
 # listener worker image: `listener run` as PID 1 (drains on SIGTERM), `listener
-# migrate` as a one-shot command, /healthz for the HEALTHCHECK.
+# migrate` as a one-shot command, /healthz for the HEALTHCHECK. It includes the
+# dashboard (the `ui` extra): `listener ui --host 0.0.0.0` serves it on 8089.
 #
 #   docker build -t listener .
 #   docker run --rm -e DATABASE_URL=... listener migrate
@@ -20,9 +21,9 @@ WORKDIR /src
 COPY . .
 RUN python3 -m venv /opt/listener \
  && if [ -n "$WHEELHOUSE" ]; then \
-      /opt/listener/bin/pip install --no-index --find-links "/src/$WHEELHOUSE" listener; \
+      /opt/listener/bin/pip install --no-index --find-links "/src/$WHEELHOUSE" "listener[ui]"; \
     else \
-      /opt/listener/bin/pip install /src; \
+      /opt/listener/bin/pip install "/src[ui]"; \
     fi \
  && /opt/listener/bin/listener --version
 
@@ -38,7 +39,7 @@ ENV PATH=/opt/listener/bin:$PATH \
     LISTENER_METRICS_HOST=0.0.0.0
 WORKDIR /app
 USER 10001:10001
-EXPOSE 9108
+EXPOSE 9108 8089
 # Exit 0 only when /healthz answers 200: the process is up and its event loop turns.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python3", "-m", "listener.healthcheck"]

@@ -96,12 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_engine_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Subcommands that live in other modules register here (the worker, admin)."""
-    from listener import cli_admin, cli_demo, cli_doctor, cli_run
+    from listener import cli_admin, cli_demo, cli_doctor, cli_run, cli_ui
 
     cli_run.add_parser(sub, common)
     cli_admin.add_parser(sub, common)
     cli_doctor.add_parser(sub, common)
     cli_demo.add_parser(sub, common)
+    cli_ui.add_parser(sub, common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

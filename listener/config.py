@@ -9,7 +9,8 @@ from pathlib import Path
 NOTIFY_CHANNEL = "listener_tasks"
 DEFAULT_MAX_ATTEMPTS = 5
 MAX_ATTEMPTS_LIMIT = 1000  # the schema's CHECK on attempts and max_attempts
-MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_PAYLOAD_BYTES = 1024 * 1024  # as JSON text; the database's trigger says the same
+MAX_PAYLOAD_DEPTH = 64  # levels of nesting, likewise
 APPLICATION_NAME = "listener"
 
 

@@ -104,6 +104,7 @@ class Dispatcher:
 
     def outcomes_written(self) -> None:
         """The writer committed a batch: claim again if the backlog held us back."""
+        self._wake_a_slot()  # a written outcome may have let a held claim of its task go
         if self._held_by_outcomes and not self.outcomes_backlogged:
             self._held_by_outcomes = False
             self.wakeup.kick()

@@ -74,7 +74,7 @@ CreditHook = Callable[[psycopg.AsyncConnection[Any], Purchase], Awaitable[None]]
 def _record_params(
     order_id: str, email: str | None, amount_paise: int, status: str
 ) -> dict[str, Any]:
-    # The same bounds as the ledger's CHECK constraints (migration 0008), said plainly.
+    # The same bounds as the ledger's CHECK constraints (migration 0009), said plainly.
     if not isinstance(order_id, str) or not 0 < len(order_id) <= 128:
         raise ValueError("order_id must be a non-empty string of at most 128 characters")
     if email is not None and (not isinstance(email, str) or len(email) > 320):

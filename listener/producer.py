@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from listener import pools
-from listener.config import MAX_PAYLOAD_BYTES
+from listener.config import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH
 from listener.errors import InvalidTaskError
 from listener.registry import validate_task_type
 from listener.store import enqueue as store
@@ -163,6 +163,10 @@ def _payload_json(payload: Mapping[str, Any] | None) -> str:
         text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise InvalidTaskError(f"payload is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise InvalidTaskError(
+            f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels (or refers to itself)"
+        ) from None
     if "\\u0000" in text:
         raise InvalidTaskError("payload contains a NUL character, which PostgreSQL cannot store")
     size = len(text.encode())

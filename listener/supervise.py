@@ -61,6 +61,7 @@ async def supervised(
     failures: Failures,
     *,
     task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+    backoff: Callable[[int], float] | None = None,
 ) -> None:
     """Run ``run()`` until it returns; restart it after a backoff whenever it raises.
 
@@ -79,7 +80,7 @@ async def supervised(
             return
         except Exception as exc:
             attempt = 1 if time.monotonic() - began > HEALTHY_AFTER_S else attempt + 1
-            delay_s = backoff_s(attempt)
+            delay_s = (backoff or backoff_s)(attempt)
             failures.report(loop, exc, retry_in_s=delay_s)
             await anyio.sleep(delay_s)
 

@@ -129,3 +129,7 @@ UPDATE public.tasks
 SET status = 'completed', completed_at = now(), lease_expires_at = NULL, error = NULL
 WHERE id = ANY (%(ids)b::uuid[]) AND status = 'processing' AND worker_id = %(worker_id)s
 RETURNING id;
+
+-- name: claim_tasks
+-- The bare loop's claim: the shipped claim function, with nothing of the worker's around it.
+SELECT id FROM listener.claim_tasks(%(worker_id)s, %(limit)s, NULL, %(lease_s)s);

@@ -37,10 +37,17 @@ ORDER BY started_at;
 
 -- name: unfinished_counts
 -- Exact counts from the partial indexes; finished work is counted for the last
--- day only, so this stays cheap with millions of old rows.
+-- day only, so this stays cheap with millions of old rows. Pending and processing
+-- are counted apart: `status IN ('pending', 'processing')` matches neither partial
+-- index, and was a sequential scan of the whole table (130 ms at 2,000,000 rows).
 SELECT status, type, count(*) AS count
 FROM public.tasks
-WHERE status IN ('pending', 'processing')
+WHERE status = 'pending'
+GROUP BY status, type
+UNION ALL
+SELECT status, type, count(*)
+FROM public.tasks
+WHERE status = 'processing'
 GROUP BY status, type
 UNION ALL
 SELECT status, type, count(*)

@@ -24,7 +24,7 @@ WITH outcome AS (
                 %(delays_s)s::float8[], %(errors)s::text[])
          AS o(id, token, action, delay_s, error)
 ), locked AS (
-    SELECT t.id, o.action, o.delay_s, o.error
+    SELECT t.id, o.token, o.action, o.delay_s, o.error
     FROM public.tasks AS t
     JOIN outcome AS o ON o.id = t.id AND o.token = t.claim_token
     WHERE t.id = ANY (%(ids)b::uuid[]) AND t.status = 'processing'
@@ -48,14 +48,16 @@ WITH outcome AS (
         lease_expires_at = NULL
     FROM locked AS l
     WHERE t.id = ANY (%(ids)b::uuid[]) AND t.id = l.id
-    RETURNING t.id, extract(epoch FROM t.run_at - now())::float8 AS due_in_s
+    RETURNING t.id, l.token, extract(epoch FROM t.run_at - now())::float8 AS due_in_s
 )
+-- ours: looked up only for what was not written (the snapshot is the statement's).
 SELECT o.id, o.token, w.id IS NOT NULL AS written, w.due_in_s,
-       EXISTS (SELECT 1 FROM public.tasks AS t
-               WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'processing')
-           AS ours
+       CASE WHEN w.id IS NULL THEN EXISTS (
+           SELECT 1 FROM public.tasks AS t
+           WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'processing'
+       ) ELSE true END AS ours
 FROM outcome AS o
-LEFT JOIN written AS w ON w.id = o.id;
+LEFT JOIN written AS w ON w.id = o.id AND w.token = o.token;
 
 -- name: complete_claim
 -- A transactional handler's completion, inside the handler's own transaction.
@@ -87,14 +89,15 @@ WITH presence AS (
     SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
     FROM locked AS l
     WHERE t.id = ANY (%(ids)b::uuid[]) AND t.id = l.id
-    RETURNING t.id
+    RETURNING t.id, t.claim_token
 )
 SELECT c.id, c.token, r.id IS NOT NULL AS renewed,
-       EXISTS (SELECT 1 FROM public.tasks AS t
-               WHERE t.id = c.id AND t.claim_token = c.token AND t.status = 'processing')
-           AS ours
+       CASE WHEN r.id IS NULL THEN EXISTS (
+           SELECT 1 FROM public.tasks AS t
+           WHERE t.id = c.id AND t.claim_token = c.token AND t.status = 'processing'
+       ) ELSE true END AS ours
 FROM claims AS c
-LEFT JOIN renewed AS r ON r.id = c.id;
+LEFT JOIN renewed AS r ON r.id = c.id AND r.claim_token = c.token;
 
 -- name: reconcile_claims
 -- Rows processing under this worker that it does not hold: a claim committed but its

@@ -62,7 +62,8 @@ def ensure_base_image(env: dict[str, str]) -> None:
 
 
 def build_wheelhouse(wheels: Path, env: dict[str, str]) -> None:
-    """listener's wheel and every dependency's, for the base image's Python (3.11)."""
+    """listener's wheel and every dependency's (the ui extra's too: the image serves
+    the dashboard), for the base image's Python (3.11)."""
     shutil.rmtree(wheels, ignore_errors=True)
     pip = [sys.executable, "-m", "pip", "-q"]
     sh(*pip, "wheel", "--no-deps", "-w", str(wheels), str(ROOT), env=env)
@@ -70,7 +71,7 @@ def build_wheelhouse(wheels: Path, env: dict[str, str]) -> None:
     sh(
         *pip, "download", "--only-binary=:all:", "--python-version", "3.11",
         "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
-        "-d", str(wheels), str(wheel), env=env,
+        "-d", str(wheels), f"{wheel}[ui]", env=env,
     )  # fmt: skip
 
 

@@ -333,3 +333,25 @@ def test_a_storm_of_wakeups_with_nothing_to_claim_is_held_to_a_floor(
     # At most one empty claim (and its follow-up query) per 10 ms floor, not one per wake.
     assert sent > 1000, f"only {sent} notifications sent"
     assert spent < 2 * 2.0 / 0.01 + 20, f"{spent} commits for {sent} empty wake-ups"
+
+
+def test_a_task_claimed_back_after_its_lease_was_lost_is_renewed_like_any_other(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    fast = ("--lease-s", "1", "--rescue-interval-s", "0.3", "--poll-interval-s", "0.3")
+    with worker_processes(dsn, 1, *fast) as (worker,):
+        task_id = create_task("announced_sleep", {"s": 4}, conn=conn)
+        wait_until(lambda: worker.log().count(b"handler.started") == 1)
+        # Taken from the worker (as a rescuer would after a stall): its lease is lost.
+        conn.execute(
+            "UPDATE tasks SET status = 'pending', worker_id = NULL, lease_expires_at = NULL "
+            "WHERE id = %s",
+            (task_id,),
+        )
+        wait_until(lambda: worker.log().count(b"handler.started") == 2)  # claimed back
+        wait_until(lambda: _row(conn, task_id)[0] == "completed", timeout_s=20)
+        log = worker.log()
+    # The second run, 4 s under a 1 s lease, was renewed throughout: never rescued.
+    assert b"task.rescued" not in log
+    assert log.count(b"handler.started") == 2
+    assert _row(conn, task_id)[:2] == ("completed", 2)

@@ -244,3 +244,32 @@ async def test_the_age_of_the_longest_running_handler_is_a_gauge(
         await eventually(lambda: oldest() > 0.5)
         await eventually(lambda: statuses(conn) == {"completed": 1})
         assert oldest() == 0.0
+
+
+async def test_tasks_arriving_from_a_claim_in_flight_when_the_stop_came_go_back_at_once(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the timing is arranged: the claim runs in the database as always, and its
+    # reply is held back until the stop has been requested.
+    from listener import dispatcher as dispatcher_module
+
+    real_claim = dispatcher_module.store.claim
+    reply = anyio.Event()
+    claimed = anyio.Event()
+
+    async def slow_reply(*args: Any, **kwargs: Any) -> Any:
+        rows = await real_claim(*args, **kwargs)
+        if rows:
+            claimed.set()
+            await reply.wait()
+        return rows
+
+    monkeypatch.setattr(dispatcher_module.store, "claim", slow_reply)
+    async with running_worker(dsn, fault_registry(), grace_s=30.0) as worker:
+        ids = create_tasks([new_task("noop") for _ in range(3)], conn=conn)
+        await claimed.wait()
+        worker.request_stop()  # the grace period is 30 s
+        await anyio.sleep(0.1)
+        reply.set()
+        await eventually(lambda: statuses(conn) == {"pending": 3}, timeout_s=3)
+    assert {_row(conn, i)[1] for i in ids} == {0}  # never started: attempt given back

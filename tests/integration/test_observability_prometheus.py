@@ -135,7 +135,7 @@ def test_shipped_alert_rules_evaluate_cleanly_on_live_worker_metrics(
         if settled and scalar(prometheus, "listener_listening") == 1:
             break
         time.sleep(0.5)
-    assert len(rules) == 7
+    assert len(rules) == 8  # every rule in alerts.yml
     assert {r["name"]: r["health"] for r in rules} == {r["name"]: "ok" for r in rules}
     # A healthy worker with an empty queue: no condition holds.
     assert {r["name"]: r["state"] for r in rules} == {r["name"]: "inactive" for r in rules}

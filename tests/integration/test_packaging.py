@@ -55,6 +55,15 @@ def test_wheel_installed_outside_the_checkout_ships_the_sql_and_migrates(
     assert any(n.startswith("listener/sql/migrations/0001_") and n.endswith(".sql") for n in names)
     assert {"listener/sql/queries/core.sql", "listener/py.typed"} <= names
     assert "listener/sql/queries/engine.sql" in names
+    # The dashboard's templates, static files and vendored chart library.
+    assert {
+        "listener/ui/templates/base.html",
+        "listener/ui/templates/overview.html",
+        "listener/ui/static/live.js",
+        "listener/ui/static/vendor/uPlot.iife.min.js",
+        "listener/ui/static/vendor/uPlot.LICENSE",
+        "listener/sql/queries/ui.sql",
+    } <= names
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)  # our pip installs into it: skips ensurepip
@@ -74,3 +83,11 @@ def test_wheel_installed_outside_the_checkout_ships_the_sql_and_migrates(
     assert migrated.stdout.startswith("applied 0001_")
     verified = run_cli("verify", "--dsn", empty_dsn, cwd=tmp_path, executable=script)
     assert verified.returncode == 0, verified.stdout
+
+    # Installed without the ui extra, the dashboard says in one line what to install.
+    no_extra = run_cli("ui", "--dsn", empty_dsn, cwd=tmp_path, executable=script)
+    assert no_extra.returncode == 1
+    assert no_extra.stderr.splitlines() == [
+        "listener: error: the dashboard needs the ui extra (starlette, jinja2, uvicorn "
+        "missing): pip install 'listener[ui]'"
+    ]

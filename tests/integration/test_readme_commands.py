@@ -137,6 +137,19 @@ COVERAGE: dict[str, RunBy | NotHere] = {
         f"{CONTAINER}::test_container_serves_metrics_is_healthy_runs_a_task_and_drains_on_sigterm",
         "with podman, from .ci/container-test",
     ),
+    "pip install 'listener[ui]'": NotHere(
+        "installs the ui extra; .ci/install installs .[test], which includes it",
+        "tests/integration/test_packaging.py"
+        "::test_wheel_installed_outside_the_checkout_ships_the_sql_and_migrates",
+    ),
+    'export LISTENER_UI_TOKEN="$(python3 -c '
+    "'import secrets; print(secrets.token_urlsafe(32))')\"": (
+        NotHere(
+            "sets a variable for the next line; listener ui runs with a token in the browser tests",
+            "tests/integration/test_ui_browser.py"
+            "::test_a_failed_task_is_retried_from_the_browser_and_the_worker_completes_it",
+        )
+    ),
     "pip install -e '.[bench]'": NotHere(
         "installs the peer queues for the benchmark; the smoke run measures them when present"
     ),
@@ -212,6 +225,8 @@ def covered_here(command: Command) -> str | None:
     if command.kind == "shell" and _first_word(command) == "listener":
         if _argv(command.text)[1] == "run":
             return "test_listener_run_starts_a_worker_that_drains_on_sigterm"
+        if _argv(command.text)[1] == "ui":
+            return "test_listener_ui_serves_the_dashboard_until_sigterm"
         return "test_listener_command_succeeds_against_the_database"
     return None
 
@@ -307,8 +322,17 @@ def _listener_runs() -> list[str]:
     return [c.text for c in _commands("shell", "listener") if _argv(c.text)[1] == "run"]
 
 
+def _listener_uis() -> list[str]:
+    return [c.text for c in _commands("shell", "listener") if _argv(c.text)[1] == "ui"]
+
+
 @pytest.mark.parametrize(
-    "command", [c.text for c in _commands("shell", "listener") if c.text not in _listener_runs()]
+    "command",
+    [
+        c.text
+        for c in _commands("shell", "listener")
+        if c.text not in _listener_runs() and c.text not in _listener_uis()
+    ],
 )
 def test_listener_command_succeeds_against_the_database(dsn: str, command: str) -> None:
     done = _bash(command, _environment(dsn))
@@ -363,6 +387,41 @@ def test_listener_run_starts_a_worker_that_drains_on_sigterm(
             process.kill()
             process.wait(10)
         log.close()
+
+
+@pytest.mark.parametrize("command", _listener_uis())
+def test_listener_ui_serves_the_dashboard_until_sigterm(
+    dsn: str, command: str, tmp_path: Path
+) -> None:
+    # The port is moved to a free loopback one (argparse: the last --port wins).
+    port = free_port()
+    log = (tmp_path / "ui.log").open("w")
+    env = _environment(dsn, LISTENER_UI_TOKEN="readme-test-token-0123456789")
+    process = subprocess.Popen(
+        ["bash", "-c", f"exec {command} --port {port}"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: process.poll() is not None or _page(port, "/healthz") == 200, 30)
+        assert process.poll() is None, (tmp_path / "ui.log").read_text()
+        assert _page(port, "/") == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, (tmp_path / "ui.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        log.close()
+
+
+def _page(port: int, path: str) -> int | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status)
+    except OSError:
+        return None
 
 
 @pytest.mark.parametrize("command", [c.text for c in _commands("shell", "psql")])

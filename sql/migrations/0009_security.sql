@@ -1,4 +1,4 @@
--- 0008: security.
+-- 0009: security.
 --
 -- * tasks.error is bounded, so a handler (or an app) cannot bloat a row with it;
 -- * the payment ledger's text columns are bounded and its status is a short word;
