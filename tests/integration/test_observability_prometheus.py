@@ -122,8 +122,8 @@ def test_shipped_alert_rules_evaluate_cleanly_on_live_worker_metrics(
     conn: psycopg.Connection[Any], prometheus: str
 ) -> None:
     """Every rule evaluates, and every condition is false: ``inactive``, not merely "not
-    firing" (six of the seven rules wait 2 to 15 minutes before firing, so a condition
-    that held all along would still read ``pending`` here)."""
+    firing" (all rules but one wait minutes before firing, so a condition that held all
+    along would still read ``pending`` here)."""
     insert(conn, "obs_ok", 3)
     deadline = time.monotonic() + 30
     rules: list[dict[str, Any]] = []
