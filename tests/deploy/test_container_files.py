@@ -85,7 +85,10 @@ def test_grafana_takes_its_admin_password_from_the_operator(compose: dict[str, A
     assert environment["GF_SECURITY_ADMIN_PASSWORD"] == COMPOSE_ENV["GRAFANA_ADMIN_PASSWORD"]
 
 
-@pytest.mark.parametrize("service", ["prometheus", "grafana"])
+WEB_UIS = ["grafana", "prometheus", "ui"]
+
+
+@pytest.mark.parametrize("service", WEB_UIS)
 def test_web_uis_are_published_on_loopback_only(compose: dict[str, Any], service: str) -> None:
     ports = compose["services"][service]["ports"]
     assert ports
@@ -94,7 +97,7 @@ def test_web_uis_are_published_on_loopback_only(compose: dict[str, Any], service
 
 def test_only_the_web_uis_publish_a_port(compose: dict[str, Any]) -> None:
     published = sorted(name for name, svc in compose["services"].items() if svc.get("ports"))
-    assert published == ["grafana", "prometheus"]
+    assert published == WEB_UIS
 
 
 def test_worker_is_scalable_and_starts_after_the_one_shot_migration(
