@@ -1,8 +1,10 @@
 """generate_care_plan: write a care plan from a session transcript, then email a link.
 
-Payload: ``email``, ``transcript``, ``session_id``, ``blueprint_id``, ``host_url``.
-Transactional: the plan (upserted by ``session_id``), the follow-up ``send_email``
-task and the task's completion commit together. The transcript is never logged.
+Payload: ``email``, ``transcript``, ``session_id``, ``blueprint_id``, and ``host_url``
+unless ``CARE_PLAN_BASE_URL`` is set (then the link's host comes from the setting,
+never from the producer). Transactional: the plan (upserted by ``session_id``), the
+follow-up ``send_email`` task and the task's completion commit together. The
+transcript is never logged.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ import structlog
 
 from handlers import payload as fields
 from handlers.llm import chat
-from handlers.settings import care_plan_limits, care_plan_settings, llm_settings
-from listener import Task, create_task_async, handler
+from handlers.settings import (
+    CarePlanSettings,
+    care_plan_limits,
+    care_plan_settings,
+    llm_settings,
+)
+from listener import PermanentError, Task, create_task_async, handler
 from listener.sqlfiles import query
 
 log = structlog.get_logger("handlers.care_plan")
@@ -41,7 +48,7 @@ class CarePlanRequest:
     transcript: str
     session_id: str
     blueprint_id: str
-    host_url: str
+    host_url: str | None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> CarePlanRequest:
@@ -52,7 +59,7 @@ class CarePlanRequest:
             transcript=fields.required_text(payload, "transcript"),
             session_id=fields.identifier(payload, "session_id"),
             blueprint_id=fields.identifier(payload, "blueprint_id"),
-            host_url=fields.http_url(payload, "host_url"),
+            host_url=fields.http_url(payload, "host_url") if "host_url" in payload else None,
         )
 
 
@@ -84,6 +91,7 @@ async def generate_care_plan(task: Task, conn: psycopg.AsyncConnection[Any]) -> 
     """Generate, store and announce the plan, all in the completing transaction."""
     request = CarePlanRequest.from_payload(task.payload)
     llm, plan_settings = llm_settings(), care_plan_settings()
+    base_url = link_base_url(request, plan_settings)
     plan = await anyio.to_thread.run_sync(
         chat, llm, prompt(request), request.transcript, abandon_on_cancel=True
     )
@@ -99,7 +107,7 @@ async def generate_care_plan(task: Task, conn: psycopg.AsyncConnection[Any]) -> 
         },
     )
     path = plan_settings.link_path.replace("{session_id}", quote(request.session_id, safe=""))
-    link = request.host_url.rstrip("/") + path
+    link = base_url + path
     await create_task_async(
         "send_email",
         {
@@ -112,3 +120,18 @@ async def generate_care_plan(task: Task, conn: psycopg.AsyncConnection[Any]) -> 
     log.info(
         "care_plan.generated", session_id=request.session_id, model=llm.model, plan_chars=len(plan)
     )
+
+
+def link_base_url(request: CarePlanRequest, settings: CarePlanSettings) -> str:
+    """CARE_PLAN_BASE_URL when set (a payload's host_url must then agree), else host_url."""
+    given = request.host_url.rstrip("/") if request.host_url is not None else None
+    if settings.base_url is None:
+        if given is None:
+            raise PermanentError("payload field 'host_url' is missing (or set CARE_PLAN_BASE_URL)")
+        return given
+    if given is not None and given != settings.base_url:
+        raise PermanentError(
+            "payload field 'host_url' differs from CARE_PLAN_BASE_URL: the link's host is "
+            "the operator's setting, not the producer's choice"
+        )
+    return settings.base_url

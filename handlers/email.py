@@ -62,13 +62,16 @@ def build_message(
     html = fields.text(payload, "html", required=False)
     reply_to = payload.get("reply_to")
     message = EmailMessage()
-    message["From"] = settings.sender
-    message["To"] = ", ".join(to)
-    message["Subject"] = subject
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = f"<{task_id}@{settings.message_id_domain}>"
-    if reply_to is not None:
-        message["Reply-To"] = fields.address(reply_to, "reply_to")
+    try:
+        message["From"] = settings.sender
+        message["To"] = ", ".join(to)
+        message["Subject"] = subject
+        message["Date"] = format_datetime(datetime.now(UTC))
+        message["Message-ID"] = f"<{task_id}@{settings.message_id_domain}>"
+        if reply_to is not None:
+            message["Reply-To"] = fields.address(reply_to, "reply_to")
+    except ValueError as exc:  # a header the email package refuses: retrying can't help
+        raise PermanentError(f"payload cannot form the message headers: {exc}") from None
     message.set_content(body)
     if html is not None:
         message.add_alternative(html, subtype="html")

@@ -9,9 +9,16 @@ from urllib.parse import urlsplit
 
 from listener import PermanentError
 
-# Deliberately loose: one @, something on each side, no whitespace or header breaks.
-# The SMTP server is the judge of deliverability; this catches garbage early.
-_ADDRESS = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+# Deliberately loose: one @, something on each side, no whitespace, control character
+# or header break. The SMTP server is the judge of deliverability; this catches
+# garbage early.
+_ADDRESS = re.compile(
+    r"^[^@\s<>,;\x00-\x1f\x7f-\x9f]+@[^@\s<>,;\x00-\x1f\x7f-\x9f]+\.[^@\s<>,;\x00-\x1f\x7f-\x9f]+$"
+)
+# What can't be in a one-line header value: CR, LF and what Python's email package
+# also reads as a line break (VT, FF, FS..US, NEL, U+2028, U+2029), NUL and the other
+# control characters. Tab is folding whitespace, so it may stay.
+_NOT_ONE_LINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def reject_unknown(payload: Mapping[str, Any], known: Set[str]) -> None:
@@ -52,8 +59,8 @@ def identifier(payload: Mapping[str, Any], name: str) -> str:
 def header_text(payload: Mapping[str, Any], name: str) -> str:
     """A required one-line string (it becomes a mail header)."""
     value = required_text(payload, name)
-    if "\r" in value or "\n" in value:
-        raise PermanentError(f"payload field {name!r} must be one line")
+    if _NOT_ONE_LINE.search(value):
+        raise PermanentError(f"payload field {name!r} must be one line without control characters")
     return value
 
 

@@ -7,7 +7,10 @@ Outcomes: a missing or forged signature, or a body that is not a Razorpay event,
 fails the task and records nothing. ``payment.captured`` and ``order.paid`` for
 the same order are one purchase: the first recorded runs the credit hook, later
 ones complete without effect. Other events complete with an ``ignored`` log line.
-An amount or currency unlike the order's expectation fails the task.
+An amount or currency unlike the order's expectation fails the task; so does an
+unregistered order when ``LISTENER_REQUIRE_EXPECTED_ORDERS`` is on, and an
+``order.paid`` whose ``amount_paid`` is not its ``amount``. A partial payment of a
+registered order completes without effect (its ``order.paid`` credits it).
 """
 
 from __future__ import annotations
@@ -70,9 +73,9 @@ async def razorpay_webhook(task: Task, conn: psycopg.AsyncConnection[Any]) -> No
         log.info("razorpay.event_ignored", razorpay_event=name, event_id=event_id)
         return
     purchase = purchase_from(event, name)
-    credited = await payments.credit_once(conn, purchase)
+    settlement = await payments.settle(conn, purchase)
     log.info(
-        "razorpay.credited" if credited else "razorpay.already_recorded",
+        f"razorpay.{settlement}",
         razorpay_event=name,
         event_id=event_id,
         order_id=purchase.order_id,
@@ -104,26 +107,51 @@ def parse_event(body: bytes) -> dict[str, Any]:
 
 
 def purchase_from(event: Mapping[str, Any], name: str) -> payments.Purchase:
-    """The purchase a handled event describes; PermanentError names a missing field."""
+    """The purchase a handled event describes; PermanentError names a missing field.
+
+    ``order.paid`` is the order's total: its ``amount_paid``, which must equal its
+    ``amount`` (with partial payments the payment entity is only the last part).
+    """
     payment = _dig(event, name, "payload", "payment", "entity")
     order_id = payment.get("order_id")
     if name == "order.paid":
         order_id = _dig(event, name, "payload", "order", "entity", "id")
     if not isinstance(order_id, str) or not order_id:
         raise PermanentError(f"{name} event has no order_id; only orders are credited")
-    amount = _dig(event, name, "payload", "payment", "entity", "amount")
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-        raise PermanentError(f"{name} event has an invalid payment amount")
+    if name == "order.paid":
+        amount = _order_paid_in_full(event, name, order_id)
+        currency = _dig(event, name, "payload", "order", "entity", "currency")
+    else:
+        amount = _amount(_dig(event, name, "payload", "payment", "entity", "amount"), name)
+        currency = _dig(event, name, "payload", "payment", "entity", "currency")
     email = payment.get("email")
     return payments.Purchase(
         order_id=order_id,
         payment_id=str(_dig(event, name, "payload", "payment", "entity", "id")),
         amount_paise=amount,
-        currency=str(_dig(event, name, "payload", "payment", "entity", "currency")).upper(),
+        currency=str(currency).upper(),
         email=email if isinstance(email, str) and email else None,
         status=HANDLED_EVENTS[name],
         event=name,
     )
+
+
+def _order_paid_in_full(event: Mapping[str, Any], name: str, order_id: str) -> int:
+    entity = ("payload", "order", "entity")
+    amount = _amount(_dig(event, name, *entity, "amount"), name)
+    paid = _amount(_dig(event, name, *entity, "amount_paid"), name)
+    if paid != amount:
+        raise PermanentError(
+            f"{name} for order {order_id}: amount_paid {paid} paise is not the order's "
+            f"amount {amount}; nothing recorded"
+        )
+    return paid
+
+
+def _amount(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PermanentError(f"{name} event has an invalid payment amount")
+    return value
 
 
 def _dig(event: Mapping[str, Any], name: str, *path: str) -> Any:

@@ -5,9 +5,11 @@ task: the fix is on the operator's side, not in the task."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from listener.errors import ConfigError
 from listener.limits import parse_global_concurrency_text, parse_rate_limit
@@ -87,35 +89,81 @@ class LlmSettings:
     api_key: str | None
     timeout_s: float
     max_retry_after_s: float
+    deadline_s: float = 300.0
+    max_tokens: int = 4096
+    max_response_bytes: int = 1024 * 1024
 
 
 def llm_settings() -> LlmSettings:
-    """LLM_BASE_URL, LLM_MODEL, LLM_API_KEY, LLM_TIMEOUT_S, LLM_MAX_RETRY_AFTER_S."""
+    """LLM_BASE_URL, LLM_MODEL, LLM_API_KEY, LLM_TIMEOUT_S, LLM_DEADLINE_S, LLM_MAX_TOKENS, ..."""
     base_url = _required("LLM_BASE_URL").rstrip("/")
-    if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"LLM_BASE_URL={base_url!r} must be an http(s) URL")
+    _check_llm_url(base_url)
     return LlmSettings(
         base_url=base_url,
         model=_required("LLM_MODEL"),
         api_key=_get("LLM_API_KEY"),
         timeout_s=_positive_float("LLM_TIMEOUT_S", 120.0),
         max_retry_after_s=_positive_float("LLM_MAX_RETRY_AFTER_S", 600.0),
+        deadline_s=_positive_float("LLM_DEADLINE_S", 300.0),
+        max_tokens=_positive_int("LLM_MAX_TOKENS", 4096),
+        max_response_bytes=_positive_int("LLM_MAX_RESPONSE_BYTES", 1024 * 1024),
     )
+
+
+def _check_llm_url(base_url: str) -> None:
+    """https, or http to this machine (or anywhere with LLM_ALLOW_PLAIN_HTTP=1)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"LLM_BASE_URL={base_url!r} must be an http(s) URL with a host")
+    if parts.username or parts.password:
+        raise ConfigError("LLM_BASE_URL must not hold credentials: set LLM_API_KEY")
+    plain_http_elsewhere = parts.scheme == "http" and not _is_loopback(parts.hostname)
+    if plain_http_elsewhere and _get("LLM_ALLOW_PLAIN_HTTP") != "1":
+        raise ConfigError(
+            f"LLM_BASE_URL={base_url!r} is plain http to another host: the transcript and "
+            "the API key would cross the network unencrypted. Use https, or set "
+            "LLM_ALLOW_PLAIN_HTTP=1 for a network you trust"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = _get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}={raw!r} must be a whole number > 0")
+    return int(raw)
 
 
 @dataclass(frozen=True, slots=True)
 class CarePlanSettings:
     link_path: str
     email_subject: str
+    base_url: str | None = None  # None: the payload's host_url (producers must not pass user input)
 
 
 def care_plan_settings() -> CarePlanSettings:
-    """CARE_PLAN_LINK_PATH (with {session_id}) and CARE_PLAN_EMAIL_SUBJECT."""
+    """CARE_PLAN_BASE_URL, CARE_PLAN_LINK_PATH (with {session_id}), CARE_PLAN_EMAIL_SUBJECT."""
     path = _get("CARE_PLAN_LINK_PATH", "/care-plans/{session_id}") or ""
     if "{session_id}" not in path or not path.startswith("/"):
         raise ConfigError(f"CARE_PLAN_LINK_PATH={path!r} must start with / and hold {{session_id}}")
     subject = _get("CARE_PLAN_EMAIL_SUBJECT", "Your care plan is ready") or ""
-    return CarePlanSettings(link_path=path, email_subject=subject)
+    base_url = _get("CARE_PLAN_BASE_URL")
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"CARE_PLAN_BASE_URL={base_url!r} must be an http(s) URL with a host")
+        base_url = base_url.rstrip("/")
+    return CarePlanSettings(link_path=path, email_subject=subject, base_url=base_url)
 
 
 @dataclass(frozen=True, slots=True)

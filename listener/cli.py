@@ -14,6 +14,7 @@ import psycopg
 
 from listener import __version__, db, migrations, producer, verify
 from listener.errors import ConfigError, DatabaseUnavailableError, InvalidTaskError
+from listener.redaction import redact_text
 from listener.store import enqueue
 from listener.store import status as queue_status
 from listener.store.schedules import LimitStatus, ScheduleStatus
@@ -119,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"listener: error: {message}", file=sys.stderr)
+    # The last line of defence: whatever the message quotes, no password is printed.
+    print(f"listener: error: {redact_text(message)}", file=sys.stderr)
     return EXIT_FAILED
 
 

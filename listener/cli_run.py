@@ -9,14 +9,16 @@ import importlib
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import anyio
+import psycopg
 from prometheus_client import CollectorRegistry
 
 from listener import config, db, logs, migrations
 from listener.cli import parse_duration
-from listener.errors import ConfigError
+from listener.errors import ConfigError, DatabaseUnavailableError
 from listener.limits import LimitOverride, parse_limit_override
 from listener.metrics import Metrics
 from listener.registry import Registry, default_registry
@@ -42,7 +44,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=9108,
         help="port for /metrics, /healthz, /readyz (default 9108; 0 disables)",
     )  # fmt: skip
-    run.add_argument("--metrics-host", default="0.0.0.0", help="bind address (default all)")  # noqa: S104
+    run.add_argument(
+        "--metrics-host", default=os.environ.get("LISTENER_METRICS_HOST") or "127.0.0.1",
+        help="bind address (default $LISTENER_METRICS_HOST, else 127.0.0.1: loopback only; "
+        "the container image sets 0.0.0.0)",
+    )  # fmt: skip
     run.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
     run.add_argument(
         "--lease-s", type=float, default=30.0, help="task lease, renewed while running"
@@ -170,8 +176,30 @@ def _settle_garbage_collector() -> None:
     gc.freeze()
 
 
+# A database that fails over, restarts or cuts sessions while a worker starts: try
+# again for a few seconds before giving up (a supervisor then restarts the worker).
+START_ATTEMPTS = 5
+
+
 def ensure_schema(target: config.DatabaseTarget) -> None:
     """Refuse to start on an unmigrated database; the embedded sandbox migrates itself."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _check_schema(target)
+        except (psycopg.OperationalError, DatabaseUnavailableError) as exc:
+            if attempt == START_ATTEMPTS:
+                if isinstance(exc, DatabaseUnavailableError):
+                    raise
+                raise db.unavailable(target.dsn, exc) from None
+            retry_in_s = 0.2 * 2 ** (attempt - 1)
+            log.warning(
+                "worker.waiting_for_database", attempt=attempt, retry_in_s=retry_in_s,
+                error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )  # fmt: skip
+            time.sleep(retry_in_s)
+
+
+def _check_schema(target: config.DatabaseTarget) -> None:
     with db.connect(target.dsn, autocommit=True) as conn:
         if not migrations.pending(conn):
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from listener import config, embedded
 from listener.errors import DatabaseUnavailableError
+from listener.redaction import mask_fragments, redact_text
 
 # A dead peer (cable cut, VM frozen) must surface in seconds, not after the
 # kernel's two-hour keepalive default: see ENVIRONMENT.md, "packets dropped".
@@ -78,9 +80,35 @@ def connection_failure_reason(message: str) -> str:
 
 def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
     """A one-line error for a failed connection: where, and libpq's reason."""
-    reason = connection_failure_reason(str(exc))
+    reason = without_dsn_secrets(connection_failure_reason(str(exc)), dsn)
     where = describe_target(dsn)
     return DatabaseUnavailableError(f"cannot connect to postgres at {where}: {reason}")
+
+
+def invalid_dsn(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
+    """A one-line error for a DSN libpq cannot parse, without the password it may echo."""
+    lines = str(exc).strip().splitlines()
+    reason = without_dsn_secrets(lines[0] if lines else type(exc).__name__, dsn)
+    return DatabaseUnavailableError(f"invalid database DSN: {reason}")
+
+
+# Lenient on purpose: they read DSNs libpq refused. A URI's password runs to its last
+# "@"; a keyword password is quoted (with escapes) or runs to the next space.
+_URI_PASSWORD = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:(?P<password>.*)@")
+_KEYWORD_PASSWORD = re.compile(r"password\s*=\s*(?P<password>'(?:[^'\\]|\\.)*'?|\S+)")
+
+
+def without_dsn_secrets(message: str, dsn: str) -> str:
+    """``message`` with any fragment of ``dsn``'s password, and any echoed URL password, masked.
+
+    libpq quotes what it could not parse: ``invalid percent-encoded token: "p%zz"``
+    may be the password itself, and some errors quote the whole URI.
+    """
+    for pattern in (_URI_PASSWORD, _KEYWORD_PASSWORD):
+        for match in pattern.finditer(dsn):
+            password = match["password"].strip("'")
+            message = mask_fragments(message, password)
+    return redact_text(message)
 
 
 def connect(dsn: str, *, autocommit: bool = False, **extra: Any) -> psycopg.Connection[Any]:
@@ -90,7 +118,7 @@ def connect(dsn: str, *, autocommit: bool = False, **extra: Any) -> psycopg.Conn
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from None
     except psycopg.ProgrammingError as exc:
-        raise DatabaseUnavailableError(f"invalid database DSN: {exc}") from None
+        raise invalid_dsn(dsn, exc) from None
 
 
 async def aconnect(
@@ -104,4 +132,4 @@ async def aconnect(
     except psycopg.OperationalError as exc:
         raise unavailable(dsn, exc) from None
     except psycopg.ProgrammingError as exc:
-        raise DatabaseUnavailableError(f"invalid database DSN: {exc}") from None
+        raise invalid_dsn(dsn, exc) from None

@@ -2,11 +2,17 @@
 
 Served from a thread of its own (``ThreadingHTTPServer``), so a slow scrape never
 blocks the event loop and a blocked event loop still answers /healthz with 503.
+The worker shares its file descriptors and memory with it, so every connection has
+a socket timeout and only ``max_connections`` are served at once: an idle or
+half-open client cannot pin a thread for ever, and a flood of them is refused
+with 503 instead of growing a thread each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +25,13 @@ from prometheus_client.exposition import choose_encoder
 from listener.metrics import QueueCollector, register_queue_collector
 
 DEFAULT_PORT = 9108  # listener's slot in Prometheus's default port allocations
-DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - containers publish the port; see docs/monitoring.md
+# Loopback on a plain host: a Prometheus or probe on the same machine reaches it, the
+# network does not. The image sets LISTENER_METRICS_HOST=0.0.0.0 (a container's
+# port is reached through its own interface); see docs/monitoring.md.
+DEFAULT_HOST = "127.0.0.1"
+REQUEST_TIMEOUT_S = 5.0  # per socket read or write; a scrape's request arrives at once
+MAX_CONNECTIONS = 16  # a scraper or two and the orchestrator's probes need a handful
+_REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 log = structlog.get_logger("listener.http")
 
@@ -57,6 +69,41 @@ class MetricsServer:
             self._collector.close()
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """At most ``max_connections`` connections are served at once; the rest get a 503."""
+
+    daemon_threads = True
+    request_queue_size = 64  # the listen backlog: refused connections are answered, not dropped
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _refuse(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _refuse(request: socket.socket) -> None:
+    """Tell a connection over the bound why it is closed, without ever blocking."""
+    with contextlib.suppress(OSError):
+        request.setblocking(False)
+        request.send(_REFUSED)
+
+
 def serve(
     registry: CollectorRegistry,
     health: Health,
@@ -64,14 +111,16 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     queue_dsn: str | None = None,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> MetricsServer:
     """Start serving in a daemon thread; raises OSError when the port is taken.
 
     With ``queue_dsn``, scrapes also read the queue gauges from that database.
     """
-    handler = type("_BoundHandler", (_Handler,), {"registry": registry, "health": health})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    attributes = {"registry": registry, "health": health, "timeout": request_timeout_s}
+    handler = type("_BoundHandler", (_Handler,), attributes)
+    server = _BoundedServer((host, port), handler, max_connections)
     thread = threading.Thread(
         target=server.serve_forever, name="listener-http", kwargs={"poll_interval": 0.2}
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import threading
 import uuid
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -62,7 +63,11 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
 
 
 def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
-    """Route structlog (and stdlib logging) to ``stream`` at ``level``."""
+    """Route structlog, stdlib logging and uncaught exceptions to ``stream`` at ``level``.
+
+    Every line, whoever logs it (psycopg_pool, asyncio, a crash), goes through the
+    same redaction and renderer: one format, no secret or address in any of them.
+    """
     out = stream or sys.stdout
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
@@ -73,22 +78,84 @@ def configure(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | Non
         if use_console
         else structlog.processors.JSONRenderer()
     )
+    context: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        _add_current_task,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    rendering: list[structlog.types.Processor] = [
+        structlog.processors.format_exc_info,
+        _stringify_uuids,
+        redact,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            _add_current_task,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _stringify_uuids,
-            redact,
-            renderer,
-        ],
+        processors=[*context, *rendering],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    _route_stdlib_logging(out, max(numeric, logging.WARNING), context, rendering)
+    _route_uncaught_exceptions()
+
+
+class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler ``configure`` installs (replaced, not stacked, on a second call)."""
+
+
+def _route_stdlib_logging(
+    out: TextIO,
+    level: int,
+    context: list[structlog.types.Processor],
+    rendering: list[structlog.types.Processor],
+) -> None:
+    handler = _StdlibHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*context, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _route_uncaught_exceptions() -> None:
+    """A crash's traceback is a log line too: redacted, in the configured format."""
+    crash_log = structlog.get_logger("listener.crash")
+
+    def process_crashed(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        crash_log.critical("process.crashed", exc_info=(kind, exc, tb))
+
+    def thread_crashed(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+            return
+        thread = args.thread.name if args.thread is not None else None
+        crash_log.error(
+            "thread.crashed",
+            thread=thread,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+
+    sys.excepthook = process_crashed
+    threading.excepthook = thread_crashed
+
+
+def reset() -> None:
+    """Undo ``configure``: structlog's defaults, our root handler gone, default hooks back."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(old)
+    sys.excepthook = sys.__excepthook__
+    threading.excepthook = threading.__excepthook__
 
 
 def _add_current_task(

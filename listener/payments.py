@@ -4,25 +4,35 @@ An order is credited once however often, in whatever order and however
 concurrently its events arrive: ``credit_once`` records the order (unique by
 ``order_id``) and runs the credit hook in the caller's transaction, and only the
 transaction that recorded it first runs the hook.
+
+Amounts are trusted only as far as the app said: an order registered with
+``expect_order`` must be paid exactly that; an unregistered one is refused when
+``LISTENER_REQUIRE_EXPECTED_ORDERS`` is on (recommended for production), else
+credited as the signed event reports it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib
 import inspect
 import os
-from collections.abc import Awaitable, Callable, Iterable
+import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
 from listener.errors import ConfigError, PermanentError
+from listener.signatures import verify_payment_signature, verify_webhook_signature
 from listener.sqlfiles import query
 
 CREDIT_HOOK_ENV = "LISTENER_CREDIT_HOOK"
+REQUIRE_EXPECTED_ENV = "LISTENER_REQUIRE_EXPECTED_ORDERS"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+Settlement = Literal["credited", "already_recorded", "partial"]
+_STATUS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +45,7 @@ class Purchase:
     currency: str
     email: str | None
     status: str  # "captured" (payment.captured) or "paid" (order.paid)
-    event: str
+    event: str  # order.paid: the order's amount_paid, checked to equal its amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,42 +62,11 @@ class PaymentMismatchError(PermanentError):
     """A payment's amount or currency differs from what its order expects."""
 
 
+class UnexpectedOrderError(PermanentError):
+    """An order the app never registered, while ``LISTENER_REQUIRE_EXPECTED_ORDERS`` is on."""
+
+
 CreditHook = Callable[[psycopg.AsyncConnection[Any], Purchase], Awaitable[None]]
-
-# -- signatures -------------------------------------------------------------------
-
-
-def verify_webhook_signature(raw_body: bytes, signature: str, secrets: str | Iterable[str]) -> bool:
-    """True if ``signature`` is the HMAC-SHA256 hex of ``raw_body`` under any of ``secrets``.
-
-    Pass the current and the previous secret during a rotation window.
-    """
-    candidates = [secrets] if isinstance(secrets, str) else list(secrets)
-    if not isinstance(raw_body, bytes | bytearray) or not isinstance(signature, str):
-        return False
-    given = signature.strip().lower().encode()
-    matched = False
-    for secret in candidates:
-        if not secret:
-            continue
-        expected = hmac.new(secret.encode(), bytes(raw_body), hashlib.sha256).hexdigest()
-        # Every secret is checked, so timing does not tell which one matched.
-        matched |= hmac.compare_digest(expected.encode(), given)
-    return matched
-
-
-def verify_payment_signature(
-    order_id: str, payment_id: str, signature: str, key_secret: str
-) -> bool:
-    """True if ``signature`` is Checkout's HMAC-SHA256 hex over ``order_id|payment_id``."""
-    if not all(isinstance(v, str) for v in (order_id, payment_id, signature, key_secret)):
-        return False
-    if not key_secret:
-        return False
-    message = f"{order_id}|{payment_id}".encode()
-    expected = hmac.new(key_secret.encode(), message, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
-
 
 # -- the ledger -------------------------------------------------------------------
 
@@ -95,12 +74,17 @@ def verify_payment_signature(
 def _record_params(
     order_id: str, email: str | None, amount_paise: int, status: str
 ) -> dict[str, Any]:
-    if not isinstance(order_id, str) or not order_id:
-        raise ValueError("order_id must be a non-empty string")
+    # The same bounds as the ledger's CHECK constraints (migration 0009), said plainly.
+    if not isinstance(order_id, str) or not 0 < len(order_id) <= 128:
+        raise ValueError("order_id must be a non-empty string of at most 128 characters")
+    if email is not None and (not isinstance(email, str) or len(email) > 320):
+        raise ValueError("email must be None or a string of at most 320 characters")
     if isinstance(amount_paise, bool) or not isinstance(amount_paise, int) or amount_paise < 0:
         raise ValueError(f"amount_paise must be a non-negative integer, got {amount_paise!r}")
-    if not isinstance(status, str) or not status:
-        raise ValueError("status must be a non-empty string")
+    if not isinstance(status, str) or not _STATUS.match(status):
+        raise ValueError(
+            f"status must be a word of at most 32 letters, digits, _ or -, got {status!r}"
+        )
     return {"order_id": order_id, "email": email, "amount": amount_paise, "status": status}
 
 
@@ -178,16 +162,52 @@ async def credit_once(conn: psycopg.AsyncConnection[Any], purchase: Purchase) ->
     A concurrent delivery for the same order waits on the ledger's unique key and
     returns False once the first commits, so the credit hook runs once per order.
     """
+    return await settle(conn, purchase) == "credited"
+
+
+async def settle(conn: psycopg.AsyncConnection[Any], purchase: Purchase) -> Settlement:
+    """``credit_once``, saying what happened: credited, already recorded, or partial.
+
+    ``partial``: a ``payment.captured`` for less than a registered order expects, in its
+    currency (Razorpay partial payments). Nothing is recorded; the order is credited by
+    its ``order.paid``, which Razorpay sends once the order is paid in full.
+    """
     expected = await aexpected_order(conn, purchase.order_id)
+    if expected is None and require_expected_orders():
+        raise UnexpectedOrderError(
+            f"order {purchase.order_id} was never registered with expect_order and "
+            f"{REQUIRE_EXPECTED_ENV} is on; nothing recorded"
+        )
     if expected is not None:
+        if _is_partial(purchase, expected):
+            return "partial"
         _check_expected(purchase, expected)
     email = purchase.email or (expected.email if expected else None)
     first = await arecord_transaction(
         conn, purchase.order_id, email, purchase.amount_paise, purchase.status
     )
-    if first:
-        await credit_hook()(conn, purchase)
-    return first
+    if not first:
+        return "already_recorded"
+    await credit_hook()(conn, purchase)
+    return "credited"
+
+
+def require_expected_orders() -> bool:
+    """``LISTENER_REQUIRE_EXPECTED_ORDERS``: refuse orders never registered with expect_order."""
+    raw = os.environ.get(REQUIRE_EXPECTED_ENV, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{REQUIRE_EXPECTED_ENV}={raw!r} must be 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _is_partial(purchase: Purchase, expected: ExpectedOrder) -> bool:
+    return (
+        purchase.event == "payment.captured"
+        and purchase.currency.upper() == expected.currency
+        and 0 < purchase.amount_paise < expected.amount_paise
+    )
 
 
 def _check_expected(purchase: Purchase, expected: ExpectedOrder) -> None:
@@ -250,6 +270,8 @@ __all__ = [
     "ExpectedOrder",
     "PaymentMismatchError",
     "Purchase",
+    "Settlement",
+    "UnexpectedOrderError",
     "aexpect_order",
     "aexpected_order",
     "arecord_transaction",
@@ -258,7 +280,9 @@ __all__ = [
     "expect_order",
     "record_only",
     "record_transaction",
+    "require_expected_orders",
     "set_credit_hook",
+    "settle",
     "verify_payment_signature",
     "verify_webhook_signature",
 ]

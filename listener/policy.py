@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from listener.errors import ConfigError, PermanentError, RetryLater
-from listener.redaction import redact_text
+from listener.redaction import primary_message, redact_text
 
 MAX_ERROR_CHARS = 2000
 # A handler whose settings are missing is retried without counting the attempt,
@@ -119,8 +119,11 @@ def exhausted(attempt: int, max_attempts: int) -> Outcome:
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message``, bounded, with e-mail addresses and secrets masked."""
-    message = redact_text(str(exc).strip())
+    """``Type: message``, bounded, with e-mail addresses and secrets masked.
+
+    A database error keeps its primary message only: its DETAIL may copy a whole row.
+    """
+    message = redact_text(primary_message(exc))
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     text = text.replace("\x00", "\\0")  # PostgreSQL text cannot hold NUL
     if len(text) > MAX_ERROR_CHARS:

@@ -1,4 +1,9 @@
-"""`listener verify`: the setup guide's checklist, automated."""
+"""`listener verify`: the setup guide's checklist, automated, and the other ways in.
+
+Beyond grants on our own objects it looks for what bypasses them: views over our
+tables, policies on them, SECURITY DEFINER functions API roles can call,
+service_role's writes to the ledger, and default privileges on future functions.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +38,13 @@ def run_checks(conn: psycopg.Connection[Any]) -> list[Check]:
         _trigger(conn),
         _claim_index(conn),
         _rls(conn),
+        _policies(conn),
         _api_roles(conn),
+        _views(conn),
+        _definer_functions(conn),
+        _service_role(conn),
         _search_path(conn),
+        _future_functions(conn),
         _migrations(conn),
     ]
 
@@ -106,6 +116,72 @@ def _api_roles(conn: psycopg.Connection[Any]) -> Check:
         )
     who = " and ".join(roles) if roles else "PUBLIC (no anon/authenticated roles here)"
     return Check(True, f"API roles locked out: {who} can't read tasks or run functions")
+
+
+def _policies(conn: psycopg.Connection[Any]) -> Check:
+    rows = conn.execute(query("policies_on_our_tables")).fetchall()
+    if rows:
+        shown = ", ".join(f"{policy} on {table}" for table, policy in rows)
+        fixes = "; ".join(f'DROP POLICY "{policy}" ON {table}' for table, policy in rows)
+        return Check(
+            False, "no row level security policy on listener's tables", f"{shown}: {fixes}"
+        )
+    return Check(True, "no row level security policy on listener's tables")
+
+
+def _views(conn: psycopg.Connection[Any]) -> Check:
+    rows = conn.execute(query("views_exposing_our_tables")).fetchall()
+    title = "no view exposes listener's tables to API roles"
+    if rows:
+        shown = ", ".join(f"{kind} {name} readable by {readers}" for name, kind, readers in rows)
+        return Check(
+            False,
+            title,
+            f"{shown}: a view reads with its owner's rights and skips RLS; REVOKE SELECT on "
+            "it from those roles, or (a plain view, PostgreSQL 15+) "
+            "ALTER VIEW ... SET (security_invoker = true)",
+        )
+    return Check(True, title)
+
+
+def _definer_functions(conn: psycopg.Connection[Any]) -> Check:
+    rows = conn.execute(query("definer_functions_for_api_roles")).fetchall()
+    title = "no SECURITY DEFINER function in public is executable by API roles"
+    if rows:
+        shown = ", ".join(f"{sig} (by {who})" for sig, who in rows)
+        return Check(
+            False,
+            title,
+            f"{shown}: each runs with its owner's rights, past RLS; REVOKE EXECUTE ON FUNCTION "
+            "... FROM PUBLIC, anon, authenticated (grant it to who needs it), or make it "
+            "SECURITY INVOKER",
+        )
+    return Check(True, title)
+
+
+def _service_role(conn: psycopg.Connection[Any]) -> Check:
+    rows = conn.execute(query("service_role_ledger_privileges")).fetchall()
+    title = "service_role can't truncate the tables or write the payment ledger"
+    if rows:
+        shown = ", ".join(f"{priv} on {obj}" for obj, priv in rows)
+        fixes = "; ".join(f"REVOKE {priv} ON {obj} FROM service_role" for obj, priv in rows)
+        return Check(False, title, f"service_role has {shown}: {fixes}")
+    return Check(True, title)
+
+
+def _future_functions(conn: psycopg.Connection[Any]) -> Check:
+    rows = conn.execute(query("listener_function_default_grantees")).fetchall()
+    title = "functions created later in schema listener are not executable by API roles"
+    if rows:
+        shown = ", ".join(grantee for _, grantee, _ in rows)
+        fixes = "; ".join(
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner}"
+            f"{' IN SCHEMA listener' if scope == 'listener' else ''} "
+            f"REVOKE EXECUTE ON FUNCTIONS FROM {grantee}"
+            for scope, grantee, owner in rows
+        )
+        return Check(False, title, f"default privileges give EXECUTE to {shown}: {fixes}")
+    return Check(True, title)
 
 
 def _search_path(conn: psycopg.Connection[Any]) -> Check:

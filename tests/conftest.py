@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+from tests.integration.support import is_developer_setting
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -14,3 +18,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _without_developer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process handlers see only the settings a test sets (subprocesses: see
+    tests/integration/support.py, subprocess_environ)."""
+    for name in [n for n in os.environ if is_developer_setting(n)]:
+        monkeypatch.delenv(name)

@@ -210,3 +210,10 @@ async def quick_then_slow(task: Task) -> None:
     start = time.monotonic()
     await anyio.sleep(float(task.payload.get("s", 2.0)))
     RUNS.append((str(task.id), "quick_then_slow", start, time.monotonic()))
+
+
+@handler("env_probe", transactional=True)
+async def env_probe(task: Task, conn: psycopg.AsyncConnection[Any]) -> None:
+    """Records what the worker's environment holds for each name in ``names``."""
+    for name in task.payload["names"]:
+        await _record(conn, task, f"{name}={os.environ.get(name, '<unset>')}")

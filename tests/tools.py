@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -32,3 +33,10 @@ def require_tool(name: str) -> str:
     if mode == "1":
         pytest.fail(f"{ENV}=1 but {message}")
     pytest.skip(message)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """What a tool test needs is missing: fail under LISTENER_TEST_TOOLS=1, else skip."""
+    if os.environ.get(ENV) == "1":
+        pytest.fail(f"{ENV}=1 but {reason}")
+    pytest.skip(reason)

@@ -6,6 +6,7 @@ Building and running the image is tests/deploy/test_container_image.py (heavy, r
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,32 @@ import yaml
 
 from tests.tools import ROOT, require_tool
 
+# What an operator sets (compose refuses to start without it); never the real one here.
+COMPOSE_ENV = {"GRAFANA_ADMIN_PASSWORD": "test-only-grafana-password"}
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
+
+def run(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=60, cwd=cwd, check=False, env=env
+    )
+
+
+def compose_env(**settings: str) -> dict[str, str]:
+    """This environment without the developer's GRAFANA_*/POSTGRES_* settings, plus ``settings``."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "POSTGRES_"))}
+    return {**keep, **settings}
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     """docker-compose.yml as compose itself resolves it."""
     binary = require_tool("docker-compose")
-    result = run(binary, "-f", "docker-compose.yml", "config", "--format", "json")
+    result = run(
+        binary, "-f", "docker-compose.yml", "config", "--format", "json",
+        env=compose_env(**COMPOSE_ENV),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
@@ -47,8 +64,40 @@ def test_hadolint_flags_a_shell_form_entrypoint(tmp_path: Path) -> None:
 
 
 def test_compose_file_is_valid() -> None:
-    result = run(require_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q")
+    result = run(
+        require_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q",
+        env=compose_env(**COMPOSE_ENV),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_without_a_grafana_password() -> None:
+    result = run(
+        require_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q",
+        env=compose_env(),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "set GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+def test_grafana_takes_its_admin_password_from_the_operator(compose: dict[str, Any]) -> None:
+    environment = compose["services"]["grafana"]["environment"]
+    assert environment["GF_SECURITY_ADMIN_PASSWORD"] == COMPOSE_ENV["GRAFANA_ADMIN_PASSWORD"]
+
+
+WEB_UIS = ["grafana", "prometheus", "ui"]
+
+
+@pytest.mark.parametrize("service", WEB_UIS)
+def test_web_uis_are_published_on_loopback_only(compose: dict[str, Any], service: str) -> None:
+    ports = compose["services"][service]["ports"]
+    assert ports
+    assert {port.get("host_ip") for port in ports} == {"127.0.0.1"}
+
+
+def test_only_the_web_uis_publish_a_port(compose: dict[str, Any]) -> None:
+    published = sorted(name for name, svc in compose["services"].items() if svc.get("ports"))
+    assert published == WEB_UIS
 
 
 def test_worker_is_scalable_and_starts_after_the_one_shot_migration(
@@ -95,3 +144,11 @@ def test_dockerfile_runs_the_worker_as_pid_1_non_root_with_a_healthcheck() -> No
     user = next(line for line in lines if line.startswith("USER "))
     assert user.split()[1].split(":")[0] not in {"0", "root"}
     assert any(line.startswith("HEALTHCHECK ") for line in lines)
+
+
+def test_the_image_serves_metrics_on_every_interface_whatever_its_command() -> None:
+    """A container's port is reached through its own interface; loopback (the default of
+    a plain `listener run`) would hide it. ENV, not CMD: it survives `args:` overrides."""
+    text = (ROOT / "Dockerfile").read_text()
+    env_block = text[text.index("\nENV PATH=") : text.index("\nWORKDIR /app")]
+    assert "LISTENER_METRICS_HOST=0.0.0.0" in env_block

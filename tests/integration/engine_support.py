@@ -18,6 +18,7 @@ import psycopg
 
 from listener.registry import Registry
 from listener.worker import Worker, WorkerSettings
+from tests.integration.support import subprocess_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,7 +123,7 @@ class WorkerProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            env={**subprocess_environ(), "PYTHONPATH": str(ROOT), **(env or {})},
         )  # fmt: skip
 
     def wait_started(self, timeout_s: float = 20.0) -> None:

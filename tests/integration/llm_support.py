@@ -19,6 +19,8 @@ class Reply:
     body: Any = None  # JSON-serialisable, or bytes sent as they are
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    drip_s: float = 0.0  # > 0: send the body one byte at a time, this far apart
+    content_length: bool = True  # False: no Content-Length, the body ends at close
 
 
 def completion(content: str, model: str = "test-model") -> dict[str, Any]:
@@ -54,21 +56,35 @@ def _handler_class(server: ChatServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"null")
+            self._answer(json.loads(self.rfile.read(length) or b"null"))
+
+        def do_GET(self) -> None:  # what a client following a redirect sends
+            self._answer(None)
+
+        def _answer(self, body: Any) -> None:
             reply = server.next_reply(
-                {"path": self.path, "headers": dict(self.headers), "json": body}
-            )
+                {"method": self.command, "path": self.path, "headers": dict(self.headers),
+                 "json": body}
+            )  # fmt: skip
             if reply.delay_s:
                 server._stop.wait(reply.delay_s)  # a slow model; ends early on shutdown
             raw = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
+            if reply.content_length:
+                self.send_header("Content-Length", str(len(raw)))
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
             with contextlib.suppress(OSError):  # the client may have timed out and gone
-                self.wfile.write(raw)
+                if not reply.drip_s:
+                    self.wfile.write(raw)
+                    return
+                for i in range(len(raw)):
+                    if server._stop.wait(reply.drip_s):
+                        return
+                    self.wfile.write(raw[i : i + 1])
+                    self.wfile.flush()
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the test asserts on what it recorded."""
@@ -95,7 +111,8 @@ def chat_server(*replies: Reply) -> Iterator[ChatServer]:
 
 def point_at(monkeypatch: pytest.MonkeyPatch, server: ChatServer, **env: str) -> None:
     """Set the LLM_* and CARE_PLAN_* environment for ``server``."""
-    for name in ("LLM_MAX_RETRY_AFTER_S", "CARE_PLAN_LINK_PATH", "CARE_PLAN_EMAIL_SUBJECT"):
+    for name in ("LLM_MAX_RETRY_AFTER_S", "CARE_PLAN_LINK_PATH", "CARE_PLAN_EMAIL_SUBJECT",
+                 "CARE_PLAN_BASE_URL"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     settings = {
         "LLM_BASE_URL": server.base_url,

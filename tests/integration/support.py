@@ -73,18 +73,51 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authen
 """
 
 
-def ensure_api_roles(conn: psycopg.Connection[Any]) -> None:
-    """Create anon and authenticated if missing. Roles are cluster-wide and shared with
-    whoever else uses this server, so they are created idempotently and never dropped."""
-    for role in API_ROLES:
+# What Supabase grants its backend role: everything, and it bypasses RLS.
+SUPABASE_SERVICE_ROLE_GRANTS = """
+GRANT USAGE ON SCHEMA public TO service_role;
+GRANT ALL ON ALL TABLES IN SCHEMA public TO service_role;
+GRANT ALL ON ALL FUNCTIONS IN SCHEMA public TO service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO service_role;
+"""
+
+
+def ensure_api_roles(conn: psycopg.Connection[Any], *extra: str) -> None:
+    """Create anon and authenticated (and ``extra`` roles, e.g. service_role) if missing.
+    Roles are cluster-wide and shared with whoever else uses this server, so they are
+    created idempotently and never dropped."""
+    for role in (*API_ROLES, *extra):
+        # As on Supabase: service_role bypasses RLS (test_enqueue_rpc relies on it).
+        attributes = "NOLOGIN BYPASSRLS" if role == "service_role" else "NOLOGIN"
         # Exists already, or another session created it a moment ago.
         with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("CREATE ROLE {} " + attributes).format(sql.Identifier(role)))
+
+
+# Settings a developer may have exported for the shipped handlers or the worker. A
+# test's subprocess gets none of them unless the test passes them itself, so a real
+# SMTP relay, LLM key or webhook secret is never used (or leaked) by a test run.
+DEVELOPER_SETTINGS = ("SMTP_", "LLM_", "RAZORPAY_", "CARE_PLAN_")
+DEVELOPER_LISTENER_SETTINGS = frozenset(
+    {"LISTENER_CREDIT_HOOK", "LISTENER_METRICS_HOST", "LISTENER_METRICS_PORT",
+     "LISTENER_REQUIRE_EXPECTED_ORDERS"}
+)  # fmt: skip
+
+
+def is_developer_setting(name: str) -> bool:
+    return name.startswith(DEVELOPER_SETTINGS) or name in DEVELOPER_LISTENER_SETTINGS
+
+
+def subprocess_environ() -> dict[str, str]:
+    """This process's environment without the developer's handler and worker settings."""
+    return {k: v for k, v in os.environ.items() if not is_developer_setting(k)}
 
 
 def cli_env(**overrides: str | None) -> dict[str, str]:
-    """The environment for a `listener` subprocess: no DATABASE_URL unless given."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}}
+    """The environment for a `listener` subprocess: no DATABASE_URL unless given, and
+    none of the developer's handler settings (``SMTP_*``, ``LLM_*``, ``RAZORPAY_*``...)."""
+    env = {k: v for k, v in subprocess_environ().items() if k not in {"DATABASE_URL"}}
     for key, value in overrides.items():
         if value is None:
             env.pop(key, None)

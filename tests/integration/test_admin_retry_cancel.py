@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from listener import admin, cli
+from tests.integration.engine_support import wait_until
 
 
 def add(conn: psycopg.Connection[Any], type_: str, status: str, **cols: Any) -> uuid.UUID:
@@ -30,6 +31,13 @@ def add(conn: psycopg.Connection[Any], type_: str, status: str, **cols: Any) -> 
     ).fetchone()
     assert row is not None
     return row[0]  # type: ignore[no-any-return]
+
+
+def waiting_on_a_lock(conn: psycopg.Connection[Any], pid: int) -> bool:
+    row = conn.execute(
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def state(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> dict[str, Any]:
@@ -216,16 +224,25 @@ def test_cancel_leaves_and_reports_a_task_a_worker_claimed_while_it_waited(
     conn: psycopg.Connection[Any], dsn: str
 ) -> None:
     task_id = add(conn, "report", "pending")
+    outcomes: list[admin.Outcome] = []
     with psycopg.connect(dsn) as worker:  # the claim's transaction stays open
         claimed = worker.execute("SELECT id FROM listener.claim_tasks('w1', 1)").fetchall()
         assert claimed == [(task_id,)]
         with psycopg.connect(dsn, autocommit=True) as operator:
-            operator.execute("SET lock_timeout = '5s'")
-            # The cancel waits for the claim's row lock, then re-checks the status.
-            commit = threading.Timer(0.3, worker.commit)
-            commit.start()
-            outcome = admin.cancel(operator, admin.Selection(ids=(task_id,)))
-            commit.join()
+            operator.execute("SET lock_timeout = '10s'")
+            pid = operator.info.backend_pid
+            cancel = threading.Thread(
+                target=lambda: outcomes.append(
+                    admin.cancel(operator, admin.Selection(ids=(task_id,)))
+                )
+            )
+            cancel.start()
+            # The cancel is queued behind the claim's row lock (not done, not skipping):
+            wait_until(lambda: waiting_on_a_lock(conn, pid) or not cancel.is_alive())
+            assert cancel.is_alive(), "the cancel did not wait for the claim's lock"
+            worker.commit()  # ... and re-checks the status once the claim commits.
+            cancel.join(10)
+    (outcome,) = outcomes
     assert outcome.total == 0
     assert outcome.skipped == [(task_id, "is processing, not pending")]
     assert state(conn, task_id)["status"] == "processing"

@@ -111,6 +111,35 @@ async def test_link_path_and_subject_follow_settings(
     assert "https://care.example.com/app/plans/a%20b%2Fc/view" in email["body"]
 
 
+async def test_the_link_base_url_comes_from_the_setting_when_set(
+    monkeypatch: pytest.MonkeyPatch,
+    aconn: psycopg.AsyncConnection[Any],
+    conn: psycopg.Connection[Any],
+) -> None:
+    without_host = {k: v for k, v in PAYLOAD.items() if k != "host_url"}
+    with chat_server() as server:
+        point_at(monkeypatch, server, CARE_PLAN_BASE_URL="https://clinic.example.org/")
+        await run(aconn, without_host)
+        await run(aconn, {**without_host, "host_url": "https://clinic.example.org"})
+    assert ["https://clinic.example.org/care-plans/sess-42" in e["body"] for e in emails(conn)] == [
+        True,
+        True,
+    ]
+
+
+async def test_a_producers_host_url_unlike_the_setting_fails_before_the_model_runs(
+    monkeypatch: pytest.MonkeyPatch,
+    aconn: psycopg.AsyncConnection[Any],
+    conn: psycopg.Connection[Any],
+) -> None:
+    with chat_server() as server:
+        point_at(monkeypatch, server, CARE_PLAN_BASE_URL="https://clinic.example.org")
+        with pytest.raises(PermanentError, match="differs from CARE_PLAN_BASE_URL"):
+            await run(aconn, {**PAYLOAD, "host_url": "https://phish.example.net"})
+    assert server.requests == []
+    assert (plans(conn), emails(conn)) == ([], [])
+
+
 async def test_repeated_task_overwrites_the_plan_for_its_session(
     monkeypatch: pytest.MonkeyPatch,
     aconn: psycopg.AsyncConnection[Any],

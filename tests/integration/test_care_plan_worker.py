@@ -62,6 +62,10 @@ async def test_plan_is_generated_and_its_link_emailed(
     assert recipients == ["pat@example.com"]
     assert body is not None
     assert "https://care.example.com/care-plans/sess-7" in body.get_content()
+    # The capture saw the run (so the check below is about real lines), and no line
+    # holds the transcript.
+    events = {event["event"] for event in logs}
+    assert {"care_plan.generated", "task.completed", "email.sent"} <= events, events
     assert all("night sweats" not in repr(event) for event in logs)
 
 
@@ -96,6 +100,19 @@ async def test_client_error_fails_the_task_and_writes_nothing(
         f"PermanentError: {llm.base_url} answered 401: Incorrect API key provided",
     )
     assert plan_count(conn) == 0
+
+
+async def test_a_provider_echoing_the_api_key_leaves_it_out_of_the_error_column(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "team-key-7c1d55e0a9b3"  # no provider prefix: shape-based redaction can't see it
+    echo = Reply(status=403, body={"error": {"message": f"key {key} is not allowed here"}})
+    with chat_server(echo) as llm:
+        llm_support.point_at(monkeypatch, llm, LLM_API_KEY=key)
+        async with running_worker(dsn, bundled("generate_care_plan"), **FAST_RETRIES):
+            task_id = create_task("generate_care_plan", PAYLOAD, conn=conn)
+            await eventually(lambda: state(conn, task_id)[0] == "failed")
+    assert state(conn, task_id) == ("failed", 1, f"PermanentError: {llm.base_url} answered 403")
 
 
 async def test_model_slower_than_the_handler_timeout_is_cancelled_and_retried(

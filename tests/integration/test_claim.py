@@ -154,6 +154,29 @@ def test_concurrent_claimers_claim_every_task_exactly_once(
 
 @pytest.mark.parametrize(
     "claim_sql",
+    ["SELECT id FROM claim_next_task()", "SELECT id FROM listener.claim_tasks('w2', 1)"],
+)
+def test_a_claim_skips_a_row_another_open_claim_holds_instead_of_waiting(
+    dsn: str, conn: psycopg.Connection[Any], claim_sql: str
+) -> None:
+    first = _insert(conn, "t", run_at="now() - interval '2 minutes'")
+    second = _insert(conn, "t", run_at="now() - interval '1 minute'")
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn) as other:
+        # A worker's claim, its transaction still open: it holds the oldest row.
+        held = holder.execute("SELECT id FROM listener.claim_tasks('w1', 1)").fetchall()
+        assert held == [(first,)]
+        # Without SKIP LOCKED the next claim would queue behind that lock: the lock
+        # timeout turns such a wait into an error instead of a slow pass.
+        other.execute("SET lock_timeout = '2s'")
+        assert other.execute(claim_sql).fetchall() == [(second,)]
+        other.commit()
+        holder.rollback()
+    # The first claim rolled back: its row is claimable again, and only it.
+    assert conn.execute("SELECT id FROM claim_next_task()").fetchall() == [(first,)]
+
+
+@pytest.mark.parametrize(
+    "claim_sql",
     ["SELECT id FROM claim_next_task()", "SELECT id FROM listener.claim_tasks('w', 1)"],
 )
 def test_task_locked_by_a_foreign_key_check_is_still_claimable(

@@ -51,11 +51,14 @@ def test_enqueue_with_an_iso_run_at(dsn: str, conn: psycopg.Connection[Any]) -> 
     assert row == (True,)
 
 
-def test_enqueue_with_a_dedupe_key_twice_prints_the_same_id(dsn: str) -> None:
-    ids = {
-        run_cli("enqueue", "t", "--dedupe-key", "k1", "--dsn", dsn).stdout.strip() for _ in range(2)
-    }
-    assert len(ids) == 1
+def test_enqueue_with_a_dedupe_key_twice_prints_the_same_id(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    runs = [run_cli("enqueue", "t", "--dedupe-key", "k1", "--dsn", dsn) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    first, second = (r.stdout.strip() for r in runs)
+    assert first == second
+    assert conn.execute("SELECT id::text FROM tasks").fetchall() == [(first,)]
 
 
 def test_enqueue_uses_database_url_when_no_dsn_flag(
@@ -79,6 +82,25 @@ def test_every_database_command_reports_an_unreachable_server_in_one_line(comman
     args = [command, "t"] if command == "enqueue" else [command]
     result = run_cli(*args, env=cli_env(DATABASE_URL="postgresql://postgres@127.0.0.1:1/x"))
     assert _one_line_error(result).endswith("127.0.0.1:1: connection refused")
+
+
+@pytest.mark.parametrize(
+    ("dsn", "reason"),
+    [
+        # libpq quotes the token it could not decode: here, the password itself.
+        ("postgresql://app:pw%zz@127.0.0.1/x", "invalid percent-encoded token: [redacted]"),
+        # ... or the whole URI.
+        ("postgresql://app:s3cr3t-pw@[::1/x", "end of string reached when looking for"),
+        ("host=127.0.0.1 password=s3cr3t-pw bogus=1", 'invalid connection option "bogus"'),
+    ],
+)
+def test_a_malformed_dsn_is_one_line_without_its_password(dsn: str, reason: str) -> None:
+    result = run_cli("verify", "--dsn", dsn)
+    line = _one_line_error(result)
+    assert line.startswith("listener: error: invalid database DSN: ")
+    assert reason in line
+    assert "s3cr3t" not in line
+    assert "pw%zz" not in line
 
 
 def test_missing_database_is_one_line(pg_admin_dsn: str) -> None:

@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from listener import cli, doctor
 from listener.doctor import Level
 from tests.integration.engine_support import free_port
-from tests.tools import require_tool
+from tests.tools import require_tool, unavailable
 
 LISTEN_TITLE = "LISTEN/NOTIFY works on this connection"
 
@@ -33,7 +33,7 @@ def _run_as(server_host: str) -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam("postgres")
     except KeyError:
-        pytest.skip("running as root and there is no `postgres` user to run PgBouncer as")
+        unavailable("running as root and there is no `postgres` user to run PgBouncer as")
 
 
 def _write_config(folder: Path, admin_dsn: str, port: int) -> Path:

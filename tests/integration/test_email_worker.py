@@ -88,3 +88,25 @@ async def test_malformed_email_payload_fails_naming_the_field(
             task_id = create_task("send_email", {"to": "pat@example.com"}, conn=conn)
             row = await eventually(lambda: finished(conn, task_id))
     assert row == ("failed", 1, "PermanentError: payload field 'subject' is missing")
+
+
+# (NUL cannot reach a worker: PostgreSQL's jsonb refuses \u0000, so producers get an
+# InvalidTaskError; the handler's own check is unit-tested.)
+@pytest.mark.parametrize(
+    "subject", ["Hi\u2028Bcc: x@evil.io", "Hi\x85there"], ids=["U+2028", "NEL"]
+)
+async def test_a_subject_with_a_unicode_line_break_fails_at_once(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, subject: str
+) -> None:
+    mailbox = Mailbox()
+    with smtp_server(mailbox) as port:
+        point_at(monkeypatch, port)
+        async with running_worker(dsn, bundled("send_email"), **FAST_RETRIES):
+            task_id = create_task("send_email", {**PAYLOAD, "subject": subject}, conn=conn)
+            row = await eventually(lambda: finished(conn, task_id))
+    assert row == (
+        "failed",
+        1,
+        "PermanentError: payload field 'subject' must be one line without control characters",
+    )
+    assert mailbox.messages == []

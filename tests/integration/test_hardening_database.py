@@ -355,3 +355,24 @@ def test_a_task_claimed_back_after_its_lease_was_lost_is_renewed_like_any_other(
     assert b"task.rescued" not in log
     assert log.count(b"handler.started") == 2
     assert _row(conn, task_id)[:2] == ("completed", 2)
+
+
+def test_a_worker_that_starts_while_the_database_refuses_connections_waits_for_it(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    name = conn.info.dbname
+    with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')  # even superusers
+        try:
+            worker = WorkerProcess(dsn)
+            wait_until(lambda: b"worker.waiting_for_database" in worker.log(), timeout_s=15)
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    try:
+        worker.wait_started()  # up once the database takes connections again
+        task_id = create_task("noop", {}, conn=conn)
+        wait_until(lambda: _row(conn, task_id)[0] == "completed")
+    finally:
+        worker.stop()

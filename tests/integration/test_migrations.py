@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import psycopg
@@ -11,6 +10,7 @@ import pytest
 from listener import migrations
 from listener.sqlfiles import migrations as migration_files
 from tests.integration.support import LISTENER, ORIGINAL_SETUP_SQL, cli_env, run_cli
+from tests.tools import require_tool
 
 FIRST = migration_files()[0]
 ALL = migration_files()
@@ -86,12 +86,12 @@ def test_pasted_schema_script_runs_twice_then_verify_passes_and_migrate_is_curre
     assert run_cli("migrate", "--dsn", empty_dsn).stdout == "schema is up to date\n"
 
 
-@pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed here")
 def test_pasted_schema_script_runs_twice_in_psql_without_an_error(empty_dsn: str) -> None:
+    psql = require_tool("psql")  # CI installs it (.ci/install-tools): never skipped there
     script = run_cli("schema").stdout
     for _ in range(2):
         result = subprocess.run(
-            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", empty_dsn, "-f", "-"],
+            [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", empty_dsn, "-f", "-"],
             input=script,
             capture_output=True,
             text=True,
@@ -117,11 +117,16 @@ def test_verify_reports_every_check_on_a_migrated_database(dsn: str) -> None:
         "✓ insert trigger sends NOTIFY",
         "✓ claim index tasks_claim_idx exists",
         "✓ row level security enabled on every listener table",
-        out.splitlines()[5],  # names the API roles, which depend on the server
+        "✓ no row level security policy on listener's tables",
+        out.splitlines()[6],  # names the API roles, which depend on the server
+        "✓ no view exposes listener's tables to API roles",
+        "✓ no SECURITY DEFINER function in public is executable by API roles",
+        "✓ service_role can't truncate the tables or write the payment ledger",
         "✓ every function pins its search_path",
+        "✓ functions created later in schema listener are not executable by API roles",
         f"✓ migrations current ({len(ALL)} applied)",
     ]
-    assert out.splitlines()[5].startswith("✓ API roles locked out")
+    assert out.splitlines()[6].startswith("✓ API roles locked out")
 
 
 def test_verify_on_an_empty_database_fails_naming_the_fix(empty_dsn: str) -> None:

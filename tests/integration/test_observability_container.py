@@ -27,6 +27,7 @@ from tests.tools import ROOT
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(1200),  # builds the image: minutes, and the Debian base the first time
     pytest.mark.skipif(
         os.environ.get("LISTENER_TEST_CONTAINER") != "1",
         reason="builds and runs the container image (heavy): set LISTENER_TEST_CONTAINER=1 "

@@ -19,11 +19,16 @@ from tests.integration.support import cli_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    not (os.environ.get("LISTENER_TEST_PACKAGING") == "1" or os.environ.get("TEST_DATABASE_URL")),
-    reason="slow packaging test runs once per CI run: set LISTENER_TEST_PACKAGING=1 "
-    "(CI runs it in the TEST_DATABASE_URL pass)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (
+            os.environ.get("LISTENER_TEST_PACKAGING") == "1" or os.environ.get("TEST_DATABASE_URL")
+        ),
+        reason="slow packaging test runs once per CI run: set LISTENER_TEST_PACKAGING=1 "
+        "(CI runs it in the TEST_DATABASE_URL pass)",
+    ),
+    pytest.mark.timeout(900),  # builds a wheel and installs it in a fresh venv
+]
 
 
 def _run(*args: str | Path, cwd: Path) -> str:

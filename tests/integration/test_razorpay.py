@@ -25,6 +25,15 @@ pytestmark = pytest.mark.anyio
 
 SECRET, PREVIOUS = "whsec_current_0123", "whsec_previous_4567"
 DELIVERIES = 50
+# A known-answer vector computed outside this code base, with OpenSSL:
+#   printf '%s' "$KNOWN_ANSWER_BODY" | openssl dgst -sha256 -hmac whsec_known_answer_1
+KNOWN_ANSWER_SECRET = "whsec_known_answer_1"
+KNOWN_ANSWER_BODY = (
+    b'{"entity":"event","event":"order.paid","payload":{"order":{"entity":{"id":"order_KAT01",'
+    b'"amount":49900,"amount_paid":49900,"currency":"INR"}},"payment":{"entity":'
+    b'{"id":"pay_KAT01","amount":49900,"currency":"INR","order_id":"order_KAT01"}}}}'
+)
+KNOWN_ANSWER_SIGNATURE = "cefa4a6fdb09ce701fa7e4f63c80f85c4ad8d87e088fb093ce4452ecb9955cda"
 CONNECTIONS = 50  # one connection per delivery: all 50 in flight at once
 
 
@@ -324,6 +333,81 @@ async def test_signed_event_without_order_fails_permanently(dsn: str) -> None:
     assert isinstance(outcome, PermanentError)
     assert "has no order_id" in str(outcome)
     assert ledger(dsn) == ([], [])
+
+
+async def test_an_unregistered_order_is_refused_when_expected_orders_are_required(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(payments.REQUIRE_EXPECTED_ENV, "1")
+    outcome = await deliver(dsn, delivery(razorpay_event("payment.captured"), SECRET))
+    assert isinstance(outcome, payments.UnexpectedOrderError)
+    assert str(outcome) == (
+        "order order_TEST001 was never registered with expect_order and "
+        "LISTENER_REQUIRE_EXPECTED_ORDERS is on; nothing recorded"
+    )
+    assert ledger(dsn) == ([], [])
+
+
+async def test_a_registered_order_is_credited_when_expected_orders_are_required(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(payments.REQUIRE_EXPECTED_ENV, "true")
+    await expect(dsn, 49_900, "INR")
+    assert await deliver(dsn, delivery(razorpay_event("order.paid"), SECRET)) is None
+    assert len(ledger(dsn)[1]) == 1
+
+
+async def test_an_invalid_require_setting_is_a_config_error(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(payments.REQUIRE_EXPECTED_ENV, "sometimes")
+    outcome = await deliver(dsn, delivery(razorpay_event("payment.captured"), SECRET))
+    assert isinstance(outcome, ConfigError)
+    assert ledger(dsn) == ([], [])
+
+
+async def test_order_paid_short_of_the_orders_amount_fails_and_records_nothing(dsn: str) -> None:
+    event = razorpay_event("order.paid", amount=20_000, order_amount=49_900, amount_paid=20_000)
+    outcome = await deliver(dsn, delivery(event, SECRET))
+    assert isinstance(outcome, PermanentError)
+    assert str(outcome) == (
+        "order.paid for order order_TEST001: amount_paid 20000 paise is not the order's "
+        "amount 49900; nothing recorded"
+    )
+    assert ledger(dsn) == ([], [])
+
+
+async def test_partial_payments_credit_the_order_once_when_it_is_paid_in_full(dsn: str) -> None:
+    await expect(dsn, 49_900, "INR")
+    first = razorpay_event("payment.captured", amount=20_000, payment_id="pay_part1")
+    last = razorpay_event("payment.captured", amount=29_900, payment_id="pay_part2")
+    paid = razorpay_event(
+        "order.paid", amount=29_900, payment_id="pay_part2", order_amount=49_900,
+        amount_paid=49_900,
+    )  # fmt: skip
+    with capture_logs() as logs:
+        for event in (first, last):
+            assert await deliver(dsn, delivery(event, SECRET)) is None
+        assert ledger(dsn) == ([], [])  # a part is not the purchase
+        assert await deliver(dsn, delivery(paid, SECRET)) is None
+    rows, credits = ledger(dsn)
+    assert rows == [("order_TEST001", "buyer@example.com", 49_900, "paid")]
+    assert credits == [("order_TEST001", "order.paid")]
+    assert [e["event"] for e in logs if e["event"].startswith("razorpay.")] == [
+        "razorpay.partial",
+        "razorpay.partial",
+        "razorpay.credited",
+    ]
+
+
+async def test_a_known_answer_signature_is_accepted(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature Razorpay would send, computed outside Python (see KNOWN_ANSWER)."""
+    monkeypatch.setenv("RAZORPAY_WEBHOOK_SECRET", KNOWN_ANSWER_SECRET)
+    payload = delivery(KNOWN_ANSWER_BODY, None, signature=KNOWN_ANSWER_SIGNATURE)
+    assert await deliver(dsn, payload) is None
+    assert ledger(dsn)[0] == [("order_KAT01", None, 49_900, "paid")]
 
 
 def test_signature_helper_matches_razorpay_scheme() -> None:

@@ -22,6 +22,7 @@ from tests.integration.test_observability_container import (  # noqa: F401 - fix
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(1200),  # builds the image: minutes, more the first time
     pytest.mark.skipif(
         os.environ.get("LISTENER_TEST_CONTAINER") != "1",
         reason="builds and runs the container image (heavy): set LISTENER_TEST_CONTAINER=1 "

@@ -19,11 +19,14 @@ from listener.sqlfiles import query
 from tests import pg
 from tests.integration.ui_support import client
 
-pytestmark = pytest.mark.skipif(
-    not (os.environ.get("LISTENER_TEST_SLOW") == "1" or os.environ.get("TEST_DATABASE_URL")),
-    reason="builds 2,000,000 rows: runs in CI's TEST_DATABASE_URL pass or with "
-    "LISTENER_TEST_SLOW=1",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (os.environ.get("LISTENER_TEST_SLOW") == "1" or os.environ.get("TEST_DATABASE_URL")),
+        reason="builds 2,000,000 rows: runs in CI's TEST_DATABASE_URL pass or with "
+        "LISTENER_TEST_SLOW=1",
+    ),
+    pytest.mark.timeout(900),  # building the rows takes minutes on a loaded machine
+]
 
 BUDGET_MS = 200.0
 FINISHED_ROWS = 2_000_000

@@ -6,12 +6,14 @@ the worker's; everything else is real: the server, its thread, the socket, the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -165,9 +167,10 @@ def test_a_failing_collector_gives_500_and_the_server_keeps_serving(
 def test_a_slow_request_does_not_block_other_requests(
     server: http.MetricsServer, health: FakeHealth
 ) -> None:
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def slow_ready() -> tuple[bool, str]:
+        entered.set()
         release.wait(10)
         return True, ""
 
@@ -175,11 +178,67 @@ def test_a_slow_request_does_not_block_other_requests(
     slow = threading.Thread(target=get, args=(server, "/readyz"))
     slow.start()
     try:
+        assert entered.wait(5), "the slow request never reached its handler"
         assert get(server, "/metrics")[0] == 200  # answered while /readyz still hangs
         assert slow.is_alive()
     finally:
         release.set()
         slow.join(10)
+
+
+def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
+    """True if the server closes ``sock`` (EOF) within ``within_s``."""
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"GET /metrics HTTP/1.1\r\nHost: x\r\n"], ids=["idle", "half-open request"]
+)
+def test_a_silent_connection_is_closed_after_the_request_timeout(
+    registry: CollectorRegistry, health: FakeHealth, sent: bytes
+) -> None:
+    running = http.serve(registry, health, host="127.0.0.1", port=0, request_timeout_s=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            sock.sendall(sent)
+            assert _closed_by_server(sock, within_s=5)
+    finally:
+        running.close()
+
+
+def test_connections_over_the_bound_get_503_without_a_thread_each(
+    registry: CollectorRegistry, health: FakeHealth
+) -> None:
+    running = http.serve(
+        registry, health, host="127.0.0.1", port=0, request_timeout_s=30, max_connections=4
+    )
+    threads_before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", running.port), timeout=5) for _ in range(40)]
+    try:
+        for sock in idle[4:]:  # accepted in order: the first four hold the slots
+            sock.settimeout(5)
+            assert sock.recv(1024).startswith(b"HTTP/1.1 503 "), "over the bound, not refused"
+        assert threading.active_count() - threads_before <= 4
+    finally:
+        for sock in idle:
+            sock.close()
+    # The slots come back when their connections end.
+    assert wait_for(lambda: get(running, "/healthz")[0] == 200)
+    running.close()
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if check():
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def test_close_releases_the_port(registry: CollectorRegistry, health: FakeHealth) -> None:

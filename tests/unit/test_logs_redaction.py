@@ -20,7 +20,7 @@ def json_lines() -> Iterator[io.StringIO]:
     out = io.StringIO()
     logs.configure("info", "json", out)
     yield out
-    structlog.reset_defaults()
+    logs.reset()
 
 
 def parsed(out: io.StringIO) -> list[dict[str, Any]]:
@@ -49,7 +49,7 @@ def test_events_below_the_configured_level_are_dropped() -> None:
         structlog.get_logger("t").info("task.claimed")
         structlog.get_logger("t").warning("listener.reconnecting")
     finally:
-        structlog.reset_defaults()
+        logs.reset()
     assert [e["event"] for e in parsed(out)] == ["listener.reconnecting"]
 
 
@@ -64,7 +64,7 @@ def test_console_format_is_not_json() -> None:
     try:
         structlog.get_logger("t").info("worker.started", concurrency=4)
     finally:
-        structlog.reset_defaults()
+        logs.reset()
     text = out.getvalue()
     assert "worker.started" in text
     assert "concurrency=4" in text

@@ -15,6 +15,22 @@ from tests.handler_tasks import sign
 BODY = b'{"event":"payment.captured","payload":{}}'
 
 
+def test_webhook_signature_passes_rfc_4231_known_answer() -> None:
+    """RFC 4231, test case 2: HMAC-SHA256 of a published message under a published key,
+    not computed by this code base (nor by the tests' own signing helper)."""
+    signature = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    assert payments.verify_webhook_signature(b"what do ya want for nothing?", signature, "Jefe")
+    assert not payments.verify_webhook_signature(b"what do ya want for nothing!", signature, "Jefe")
+
+
+def test_webhook_signature_is_the_rfc_2104_construction_over_the_raw_body() -> None:
+    """HMAC built by hand from SHA-256 (H((K^opad) || H((K^ipad) || body))), not hmac."""
+    key = b"whsec_by_hand".ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(k ^ 0x36 for k in key) + BODY).digest()
+    by_hand = hashlib.sha256(bytes(k ^ 0x5C for k in key) + inner).hexdigest()
+    assert payments.verify_webhook_signature(BODY, by_hand, "whsec_by_hand")
+
+
 def test_webhook_signature_from_current_secret_is_accepted() -> None:
     assert payments.verify_webhook_signature(BODY, sign(BODY, "current"), ["current"])
 
@@ -70,10 +86,13 @@ def test_checkout_signature_with_ids_swapped_or_wrong_key_is_rejected() -> None:
     ("args", "message"),
     [
         (("", "a@b.co", 100, "captured"), "order_id must be a non-empty string"),
+        (("o" * 129, "a@b.co", 100, "captured"), "order_id must be a non-empty string of at most"),
+        (("order_1", "e" * 321, 100, "captured"), "email must be None or a string of at most 320"),
+        (("order_1", None, 100, "paid; --"), "status must be a word of at most 32"),
         (("order_1", "a@b.co", -1, "captured"), "amount_paise must be a non-negative integer"),
         (("order_1", "a@b.co", True, "captured"), "amount_paise must be a non-negative integer"),
         (("order_1", "a@b.co", 10.5, "captured"), "amount_paise must be a non-negative integer"),
-        (("order_1", "a@b.co", 100, ""), "status must be a non-empty string"),
+        (("order_1", "a@b.co", 100, ""), "status must be a word"),
     ],
 )
 def test_record_transaction_rejects_bad_arguments_before_touching_the_database(

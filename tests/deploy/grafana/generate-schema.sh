@@ -2,16 +2,22 @@
 # Regenerate tests/deploy/grafana_dashboard.schema.json from Grafana's own TypeScript
 # types (npm @grafana/schema, the classic dashboard JSON model) with
 # ts-json-schema-generator. Needs npm; run by hand when upgrading Grafana, not in CI.
+# The version must be the one docker-compose.yml pins (grafana/grafana:X.Y.Z):
+# tests/deploy/test_grafana_dashboard.py checks they agree.
 set -euo pipefail
-out="$(cd "$(dirname "$0")/.." && pwd)/grafana_dashboard.schema.json"
+root="$(cd "$(dirname "$0")/../../.." && pwd)"
+out="$root/tests/deploy/grafana_dashboard.schema.json"
+pinned="$(sed -n 's|^ *image: grafana/grafana:\([0-9.]*\).*|\1|p' "$root/docker-compose.yml")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 npm init -y >/dev/null
-npm install --no-audit --no-fund --silent "@grafana/schema@${GRAFANA_SCHEMA_VERSION:-12.4.11}" \
+npm install --no-audit --no-fund --silent "@grafana/schema@${GRAFANA_SCHEMA_VERSION:-$pinned}" \
   ts-json-schema-generator@2 typescript
-npx ts-json-schema-generator --no-type-check --type Dashboard \
-  --path node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen.d.ts -o schema.json
+# The file moved between releases (11.x: dist/esm/raw/.../dashboard_types.gen.d.ts,
+# 12.x: dist/types/raw/.../types.gen.d.ts).
+types="$(find node_modules/@grafana/schema/dist -path '*raw/dashboard/x/*types.gen.d.ts' | head -n 1)"
+npx ts-json-schema-generator --no-type-check --type Dashboard --path "$types" -o schema.json
 version="$(node -p 'require("@grafana/schema/package.json").version')"
 python3 - "$version" "$out" <<'PY'
 import json, sys
