@@ -154,11 +154,19 @@ class Executor:
         claim.scope = None  # a lost lease can't stop a thread: it keeps its slot until done
         outcome: list[BaseException | None] = []
         finished = anyio.Event()
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else math.inf)
+        returned_at: list[float] = []
+
+        def timed() -> None:
+            try:
+                spec.func(claim.task)
+            finally:
+                returned_at.append(time.monotonic())
 
         async def in_thread() -> None:
             try:
                 await anyio.to_thread.run_sync(
-                    spec.func, claim.task, abandon_on_cancel=True, limiter=self.thread_limiter
+                    timed, abandon_on_cancel=True, limiter=self.thread_limiter
                 )
                 outcome.append(None)
             except BaseException as exc:  # reported as the handler's outcome
@@ -175,6 +183,8 @@ class Executor:
             if not finished.is_set():
                 await self._wait_abandoned(claim, finished, timeout_s or 0.0)
                 return HandlerTimeout(f"handler ran past its {timeout_s:g}s timeout")
+        if returned_at and returned_at[0] > deadline:  # the loop noticed late: still late
+            return HandlerTimeout(f"handler ran past its {timeout_s:g}s timeout")
         return outcome[0] if outcome else None
 
     async def _wait_abandoned(self, claim: Claim, finished: anyio.Event, timeout_s: float) -> None:

@@ -273,3 +273,24 @@ async def test_tasks_arriving_from_a_claim_in_flight_when_the_stop_came_go_back_
         reply.set()
         await eventually(lambda: statuses(conn) == {"pending": 3}, timeout_s=3)
     assert {_row(conn, i)[1] for i in ids} == {0}  # never started: attempt given back
+
+
+async def test_a_sync_handler_that_returns_after_its_timeout_fails_even_if_the_loop_was_late(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    registry = Registry()
+
+    @handler("late_thread", timeout_s=0.1, max_attempts=1, registry=registry)
+    def late_thread(task: Any) -> None:
+        time.sleep(0.3)
+
+    @handler("loop_blocker", registry=registry)
+    async def loop_blocker(task: Any) -> None:
+        time.sleep(0.6)  # noqa: ASYNC251 - blocks the event loop on purpose: a stall
+
+    async with running_worker(dsn, registry, concurrency=4):
+        late = create_task("late_thread", {}, conn=conn)
+        await eventually(lambda: _row(conn, late)[0] == "processing")
+        create_task("loop_blocker", {}, conn=conn)  # the loop sees the deadline late
+        await eventually(lambda: _row(conn, late)[0] == "failed", timeout_s=10)
+    assert _row(conn, late)[2].startswith("HandlerTimeout")
