@@ -30,6 +30,7 @@ from listener.models import Task
 from listener.registry import Registry
 from listener.store import engine as store
 from listener.wakeup import Wakeup
+from listener.watcher import NO_WATCH, ClaimObserver
 
 log = get_logger("listener.dispatcher")
 
@@ -68,6 +69,8 @@ class Dispatcher:
         self.poll_interval_s = poll_interval_s
         self.default_max_attempts = default_max_attempts
         self.wakeup = Wakeup()
+        # The wake-up protocol (listener/watcher.py): told of every claim's outcome.
+        self.watch: ClaimObserver = NO_WATCH
         # Claimed and not yet finished (id -> type); what shutdown releases.
         self.running: dict[uuid.UUID, str] = {}
         self.stopping = False
@@ -110,6 +113,7 @@ class Dispatcher:
         They leave ``running``, so the grace period waits only for started handlers.
         """
         self.stopping = True
+        self.watch.stop()  # wake-up protocol: claiming has stopped
         self.wakeup.kick()
         unstarted = {task.id: task.type for task in self._queued}
         self._queued.clear()
@@ -151,6 +155,9 @@ class Dispatcher:
     def _sleep_s(self) -> float:
         """The fallback poll (jittered), or sooner when a scheduled task falls due."""
         sleep_s = self.poll_interval_s * random.uniform(0.8, 1.2)
+        watch_s = self.watch.poll_s()  # wake-up protocol: a watcher claims this often
+        if watch_s is not None:
+            sleep_s = min(sleep_s, watch_s)
         if self._next_run_at is not None:
             until_due = (self._next_run_at - datetime.now(self._next_run_at.tzinfo)).total_seconds()
             sleep_s = min(sleep_s, max(until_due, 0.0) + 0.005)
@@ -163,6 +170,7 @@ class Dispatcher:
                 rows = await store.claim(conn, self.worker_id, want, self.types, self.lease_s)
                 if rows:
                     self._enqueue(rows)
+                self.watch.after_claim(len(rows), self.free_slots)  # wake-up protocol
                 self._more_waiting = len(rows) == want
                 if len(rows) < want:
                     # The queue is drained: arm the timer for the next scheduled task,

@@ -34,6 +34,7 @@ from listener.metrics import Metrics
 from listener.notifier import Notifier
 from listener.registry import Registry, default_registry
 from listener.store import engine as store
+from listener.watcher import Watcher
 
 log = get_logger("listener.worker")
 
@@ -156,6 +157,11 @@ class Worker:
                         s.dsn, NOTIFY_CHANNEL, dispatcher.wakeup.kick, self.metrics,
                         on_listening=self._set_listening,
                     )  # fmt: skip
+                    # Wake-up protocol (docs/notify.md): only a listening worker watches.
+                    dispatcher.watch = watcher = Watcher(
+                        notifier, pool, self.types, dispatcher.wakeup.kick, self.metrics
+                    )
+                    services.start_soon(watcher.run)
                     await services.start(notifier.run)
                 await self._register(pool)
                 services.start_soon(self._housekeeping, pool, dispatcher, acks)
