@@ -149,6 +149,7 @@ class Dispatcher:
                 await self._claim_until_empty()
             except psycopg.OperationalError as exc:
                 log.warning("dispatcher.claim_failed", error=str(exc).strip().splitlines()[0])
+                self.watch.after_claim(0, self.free_slots)  # wake-up protocol: found nothing
                 await anyio.sleep(random.uniform(0.1, 0.5))
                 self.wakeup.kick()  # try again soon: the notifier may not have noticed
 
