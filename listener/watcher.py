@@ -161,7 +161,11 @@ class Watcher:
                 return
 
     async def _start_watching(self) -> None:
-        types = self.types
+        # Never a type already held: session locks stack, and one release would leave
+        # the lock held, silencing that type's producers for the session's lifetime.
+        types = [t for t in self.types if t not in self.held]
+        if not types:
+            return
 
         async def acquire(conn: psycopg.AsyncConnection[Any], pid: int) -> tuple[set[str], int]:
             return await store.acquire_watch(conn, pid, types), self.notifier.session
@@ -176,7 +180,7 @@ class Watcher:
         if session != self.notifier.session or not self.notifier.listening:
             self._owe(granted, "lost")  # that session is gone, and its locks with it
         elif granted:
-            self.held = granted
+            self.held |= granted
             self.metrics.watching.set(1)
             log.debug("watch.started", types=sorted(granted))
             # The dispatcher may be asleep for the whole poll interval: from now on it

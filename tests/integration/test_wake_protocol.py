@@ -29,6 +29,7 @@ from tests.integration.wake_support import (
     sample,
     settled_idle,
     watch_holders,
+    watcher_of,
 )
 from tests.tools import require_tool
 
@@ -254,3 +255,42 @@ async def test_the_watch_lock_lives_on_the_listen_session(
             stop.set()
             thread.join()
     assert row == ("listener:listen",)
+
+
+async def test_wishing_to_watch_again_before_the_watch_ended_takes_no_lock_twice(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    registry = noop_registry("t")
+    release, running = anyio.Event(), anyio.Event()
+
+    from listener.registry import handler
+
+    @handler("slow", registry=registry)
+    async def slow(task: Any) -> None:
+        running.set()
+        await release.wait()
+
+    # One slot, taken: the dispatcher claims nothing, the test tells the watcher what
+    # its claims found, in an order the dispatcher could produce under load.
+    async with running_worker(
+        dsn, registry, concurrency=1, poll_interval_s=NO_POLL, grace_s=0.1
+    ) as w:
+        conn.execute("INSERT INTO tasks (type) VALUES ('slow')")
+        await running.wait()
+        await settled_idle(w)
+        watch = watcher_of(w)
+        watch.after_claim(2, 8)
+        await eventually(lambda: watch.held == {"t", "slow"})
+        for _ in range(3):  # three empty claims end the watch, and before the watcher
+            watch.after_claim(0, 10)  # has had a turn to give the locks back, a busy
+        watch.after_claim(2, 8)  # claim wants it again
+        # The watcher's turn: it has acted on that wish (and its statement, if any, ran).
+        await eventually(lambda: not (watch._attempt_due or watch.notifier._requests))
+        assert watch.held == {"t", "slow"}
+        for _ in range(3):
+            watch.after_claim(0, 10)
+        idle = {"reason": "idle"}
+        await eventually(lambda: sample(w, "listener_watch_releases_total", idle) == 1)
+        holders = watch_holders(conn, ["t", "slow"])
+        release.set()
+    assert holders == {}  # a lock taken twice would be given back once, and kept
