@@ -4,12 +4,12 @@ While a worker watches a type, it holds the type's watch lock on its LISTEN sess
 and claims at least every ``poll_s`` while it has a free slot; producers of that
 type then skip their NOTIFY (the trigger in migration 0008). When to watch is the
 pure ``WatchPlan``: once tasks arrive faster than one per wake-up, until a few empty
-claims in a row; while the slots stay full, the watcher hands off with a NOTIFY now and then,
-for workers with room. To stop watching it gives the locks back, passes the gate
-(waits until every producer that may have skipped its NOTIFY has committed or rolled
-back), then has the dispatcher claim once more (a stopping worker sends a NOTIFY
-instead). If the LISTEN session drops, the locks go with it: the gate pass and the
-claim follow as soon as the database answers.
+claims in a row; while the slots stay full, the watcher hands off with a NOTIFY now
+and then, for workers with room. To stop watching it gives the locks back, passes
+the gate (waits until every producer that may have skipped its NOTIFY has committed
+or rolled back), then has the dispatcher claim once more; a stopping worker sends a
+NOTIFY instead. If the LISTEN session drops, the locks go with it: the gate pass, a
+NOTIFY and the claim follow as soon as the database answers.
 
 The dispatcher calls ``after_claim`` after every claim, ``poll_s`` to bound its
 sleep, and ``stop`` when it stops claiming; ``NO_WATCH`` does nothing (--no-listen).
@@ -211,7 +211,7 @@ class Watcher:
     async def _pass_gate(self) -> None:
         """Wait out the producers that may have skipped, then claim (or wake others)."""
         types, reason = sorted(self._owed), self._owed_reason
-        notify = reason == "stopping"
+        notify = reason in ("stopping", "lost")  # others may have to claim what we skip
         await self._until_done("gate", lambda conn: store.pass_gate(conn, types, notify=notify))
         self._owed.difference_update(types)
         self.metrics.watch_releases.labels(reason).inc()
