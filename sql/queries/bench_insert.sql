@@ -33,6 +33,24 @@ SELECT pg_advisory_lock(listener.wake_watch_key(%(type)s));
 -- name: bench_synchronous_commit_off
 SET synchronous_commit = off;
 
+-- name: bench_install_insert_procedure
+-- Single-row inserts, each committed, run inside the server: the trigger's own cost
+-- without a client round trip in the measurement. (No SET search_path: a procedure
+-- with a SET clause cannot commit; the names are qualified instead.)
+CREATE OR REPLACE PROCEDURE listener.bench_insert_committed(n integer, task_type text)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        INSERT INTO public.tasks (type, payload) VALUES (task_type, '{}'::pg_catalog.jsonb);
+        COMMIT;
+    END LOOP;
+END;
+$$;
+
+-- name: bench_call_insert_procedure
+CALL listener.bench_insert_committed(%(n)s, %(type)s);
+
 -- name: bench_worker_backends
 -- The server processes working for the worker (its pool and its LISTEN session).
 SELECT pid FROM pg_stat_activity
