@@ -6,6 +6,8 @@ for four variants measured alternately in one database (docs/notify.md):
 - protocol: the shipped trigger (migration 0008), NOTIFY skipped while a worker watches;
 - previous: migration 0001's trigger, a NOTIFY for every INSERT;
 - polled: the trigger disabled, the worker polling every 5 ms (a watcher's pace);
+- skipping: the shipped trigger while a session of the benchmark holds the watch lock,
+  with polled's worker: the trigger's own cost, apart from the watcher's behaviour;
 - none: the trigger disabled, the worker polling every 2 s (the default).
 
 A worker (`listener run`) runs in every window; listening ones poll only every 60 s.
@@ -19,6 +21,7 @@ manager calls) is measured apart, inside the server: asynchronous commit, no wor
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -40,9 +43,13 @@ VARIANTS = {
     "protocol": "shipped trigger (NOTIFY skipped while watched)",
     "previous": "previous trigger (NOTIFY per INSERT)",
     "polled": f"trigger disabled, worker polls every {WATCH_POLL_S * 1000:g} ms",
+    "skipping": "shipped trigger, a session holds the watch lock, worker polls as polled",
     "none": "trigger disabled, worker polls every 2 s",
 }
-POLL_S = {"protocol": 60.0, "previous": 60.0, "polled": WATCH_POLL_S, "none": 2.0}
+POLL_S = {
+    "protocol": 60.0, "previous": 60.0, "polled": WATCH_POLL_S, "skipping": WATCH_POLL_S,
+    "none": 2.0,
+}  # fmt: skip
 COST_LIMIT_PCT = 10.0
 CONCURRENCY = 50
 LOST_AFTER_S = 10.0  # listening workers poll every 60 s: a claim later than this was lost
@@ -103,7 +110,11 @@ def measure(
     command = workers.worker_command(
         dsn, CONCURRENCY, listen=POLL_S[variant] == 60.0, poll_interval_s=POLL_S[variant]
     )
-    with workers.running_workers([command]) as procs, counting_listener(dsn) as notified:
+    with (
+        workers.running_workers([command]) as procs,
+        counting_listener(dsn) as notified,
+        watch_held(dsn) if variant == "skipping" else contextlib.nullcontext(),
+    ):
         workers.wait_until_registered(dsn, procs)
         time.sleep(0.2)  # the start-up claim pass is over
         before, cpu_before = notified[0], worker_cpu_s(dsn, procs)
@@ -124,6 +135,14 @@ def measure(
         "worker_cpu_pct": 100.0 * cpu / seconds,
         "all_completed": float(completed == total),
     }
+
+
+@contextmanager
+def watch_held(dsn: str) -> Iterator[None]:
+    """Hold the benchmark type's watch lock, as a watching worker would (no claims)."""
+    with env.connect(dsn) as conn:
+        conn.execute(query("bench_watch"), {"type": NOOP_TYPE})
+        yield
 
 
 def worker_cpu_s(dsn: str, procs: list[Any]) -> dict[int, float]:
@@ -178,7 +197,7 @@ def _figures(producer_counts: tuple[int, ...]) -> dict[str, Figure]:
                 if stat == "rate" or v in ("protocol", "previous") or stat == "worker_cpu_pct":
                     key = f"insert.{v}.p{p}.{stat}"
                     figures[key] = Figure(key, f"{what}, {p} producers: {label}", unit)
-            for base in ("polled", "none") if v in ("protocol", "previous") else ():
+            for base in ("polled", "none") if v in ("protocol", "previous", "skipping") else ():
                 key = f"insert.{v}.p{p}.cost_vs_{base}"
                 figures[key] = Figure(key, f"{v} cost vs {base}, {p} producers", "%")
     for case in ("previous", "unwatched", "watched"):
