@@ -33,6 +33,7 @@ from listener.registry import Registry
 from listener.store import engine as store
 from listener.supervise import Failures, supervised
 from listener.wakeup import Wakeup
+from listener.watcher import NO_WATCH, ClaimObserver
 
 log = get_logger("listener.dispatcher")
 
@@ -83,6 +84,8 @@ class Dispatcher:
         self.lease_s = lease_s
         self.poll_interval_s = poll_interval_s
         self.wakeup = Wakeup()
+        # The wake-up protocol (listener/watcher.py): told of every claim's outcome.
+        self.watch: ClaimObserver = NO_WATCH
         self.stopping = False
         self._slots_scope: anyio.CancelScope | None = None
         self._idle_slots: collections.deque[anyio.Event] = collections.deque()
@@ -132,6 +135,7 @@ class Dispatcher:
     def stop_claiming(self) -> int:
         """Claim nothing more; put back at once what never started (how many)."""
         self.stopping = True
+        self.watch.stop()  # wake-up protocol: claiming has stopped
         self.wakeup.kick()
         unstarted = self.inflight.take_unstarted()
         for claim in unstarted:
@@ -167,7 +171,11 @@ class Dispatcher:
             wait_s = self._quiet_until - anyio.current_time()
             if wait_s > 0:
                 await anyio.sleep(wait_s)
-            claimed = await self._claim_until_empty()
+            try:
+                claimed = await self._claim_until_empty()
+            except Exception:
+                self.watch.after_claim(0, self.free_slots)  # wake-up protocol: found nothing
+                raise
             if claimed == 0:
                 self._quiet_until = anyio.current_time() + QUIET_FLOOR_S
 
@@ -177,6 +185,9 @@ class Dispatcher:
         if self._waiting_for_slot:
             return None  # no timer while every slot is busy: a freed slot kicks us
         sleep_s = self.poll_interval_s * random.uniform(0.8, 1.2)
+        watch_s = self.watch.poll_s()  # wake-up protocol: a watcher claims this often
+        if watch_s is not None:
+            sleep_s = min(sleep_s, watch_s)
         if self._next_due_at is not None:
             sleep_s = min(sleep_s, max(self._next_due_at - anyio.current_time(), 0.0))
         return sleep_s
@@ -188,8 +199,10 @@ class Dispatcher:
                 self._held_by_outcomes = True
                 return claimed
             want = min(self.free_slots, self.claim_batch)
+            backlog = self._more_waiting  # the claim before this one came back full
             rows, outlook, token = await self._claim(want)
             self._admit(rows, token)
+            self.watch.after_claim(len(rows), self.free_slots, backlog=backlog)
             self.metrics.claimed_rows(len(rows))
             claimed += len(rows)
             self._more_waiting = outlook is None

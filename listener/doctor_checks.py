@@ -6,6 +6,7 @@ Each check takes the connection and the thresholds and returns one Finding.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,9 @@ class Thresholds:
     notify_deadline_s: float = 1.5  # LISTEN/NOTIFY round trip
     notify_queue_warn: float = 0.10  # fraction of the server's NOTIFY queue
     notify_queue_fail: float = 0.50
+    notify_lock_waiters: int = 2  # sessions queued at once for the NOTIFY commit lock
+    notify_lock_samples: int = 10  # ...looked at this many times
+    notify_lock_interval_s: float = 0.02  # ...this far apart
     idle_listener_s: float = 10.0  # a listener idle in a transaction this long
     long_transaction_s: float = 300.0
     dead_ratio: float = 0.20  # dead / (live + dead) tuples in tasks
@@ -63,6 +67,33 @@ def notify_queue(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
     if usage >= limits.notify_queue_warn:
         return Finding(Level.WARN, title, fix)
     return Finding(Level.OK, title)
+
+
+def notify_lock(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
+    """Commits queued behind the server-wide lock a notifying commit takes (docs/notify.md)."""
+    most, seen_in = 0, 0
+    apps: set[str] = set()
+    for sample in range(limits.notify_lock_samples):
+        if sample:
+            time.sleep(limits.notify_lock_interval_s)
+        waiting = conn.execute(query("doctor_notify_lock_waiters")).fetchall()
+        most = max(most, len(waiting))
+        seen_in += bool(waiting)
+        apps.update(app or "no application_name" for (app,) in waiting)
+    span = _span(limits.notify_lock_samples * limits.notify_lock_interval_s)
+    if most < limits.notify_lock_waiters:
+        return Finding(Level.OK, f"no queue for the NOTIFY commit lock (sampled over {span})")
+    return Finding(
+        Level.WARN,
+        f"up to {most} commits queued for the NOTIFY lock at once, in {seen_in} of "
+        f"{limits.notify_lock_samples} samples over {span} ({', '.join(sorted(apps))})",
+        "every transaction that sent a NOTIFY commits alone, holding a server-wide lock "
+        "through its WAL flush, so concurrent producers lose group commit. The insert "
+        "trigger skips its NOTIFY while a worker watches the task's type: check that "
+        "migration 0008 is applied (`listener verify`) and that listening workers run "
+        "for these types; other NOTIFY senders (your own triggers, other apps on the "
+        "server) queue on the same lock",
+    )
 
 
 def idle_listeners(conn: psycopg.Connection[Any], limits: Thresholds) -> Finding:
@@ -234,6 +265,7 @@ def _span(seconds: Any) -> str:
 
 CHECKS: list[tuple[str, Callable[[psycopg.Connection[Any], Thresholds], Finding]]] = [
     ("notification queue", notify_queue),
+    ("NOTIFY lock", notify_lock),
     ("listeners idle in a transaction", idle_listeners),
     ("long-running transactions", long_transactions),
     ("dead rows in tasks", dead_tuples),

@@ -105,6 +105,29 @@ class Metrics:
             "Finished attempts whose outcome is not written yet (kept leased meanwhile).",
             registry=registry,
         )  # fmt: skip
+        # The wake-up protocol (listener/watcher.py, docs/notify.md).
+        self.watching = Gauge(
+            "listener_watching",
+            "1 while this worker watches its types (their producers skip NOTIFY).",
+            registry=registry,
+        )
+        self.watch_releases = Counter(
+            "listener_watch_releases",
+            "Times this worker stopped watching: idle, stopping, lost (its session).",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        for reason in ("idle", "stopping", "lost"):
+            self.watch_releases.labels(reason)
+        self.watch_handoffs = Counter(
+            "listener_watch_handoffs",
+            "NOTIFYs this watcher sent because its slots stayed full.",
+            registry=registry,
+        )
+        self.watch_final_claimed = Counter(
+            "listener_watch_final_claimed",
+            "Tasks found by the claim that follows a stopped watch's gate pass.",
+            registry=registry,
+        )
         self.build_info = Gauge(
             "listener_build_info", "Versions of listener and what it runs on.",
             ["version", "python", "psycopg"], registry=registry,

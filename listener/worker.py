@@ -44,6 +44,7 @@ from listener.registry import Registry, default_registry
 from listener.scheduler import Scheduler
 from listener.store import engine as store
 from listener.supervise import Failures, supervised
+from listener.watcher import Watcher
 
 log = get_logger("listener.worker")
 
@@ -266,6 +267,12 @@ class Worker:
                     self.settings.dsn, NOTIFY_CHANNEL, engine.dispatcher.wakeup.kick,
                     self.metrics, on_listening=self._set_listening,
                 )  # fmt: skip
+                # Wake-up protocol (docs/notify.md): only a listening worker watches.
+                dispatcher = engine.dispatcher
+                dispatcher.watch = watcher = Watcher(
+                    notifier, dispatcher.pool, self.types, dispatcher.wakeup.kick, self.metrics
+                )
+                services.start_soon(supervised, "watcher", watcher.run, self.failures)
                 await services.start(supervised, "notifier", notifier.run, self.failures)
             await self._register(engine.heartbeat)
         self._starting = None

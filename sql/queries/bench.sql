@@ -70,36 +70,6 @@ ALTER TABLE public.tasks DISABLE TRIGGER tasks_notify_inserted;
 -- name: bench_enable_notify_trigger
 ALTER TABLE public.tasks ENABLE TRIGGER tasks_notify_inserted;
 
--- name: bench_install_coalescing_trigger
--- A scratch-database experiment, not the shipped schema. PostgreSQL serialises
--- notifying commits: PreCommit_Notify takes a database-wide lock that is held until
--- the commit record is flushed, so concurrent producers lose group commit. Here only
--- one committing transaction at a time notifies: the trigger is deferred to commit
--- time (so a long transaction doesn't hold the advisory lock from its INSERT on) and
--- the others skip NOTIFY and commit in parallel. The price: a row whose inserter
--- skipped the NOTIFY can commit after the worker's claim for the holder's
--- notification, and then waits for the next wake-up or the fallback poll; shipping
--- this needs a worker-side trailing claim. See docs/benchmarks.md, item 5.
-CREATE OR REPLACE FUNCTION listener.bench_notify_tasks_coalesced()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, public
-AS $$
-BEGIN
-    IF pg_try_advisory_xact_lock(1920462052) THEN
-        PERFORM pg_notify('listener_tasks', '');
-    END IF;
-    RETURN NULL;
-END;
-$$;
-DROP TRIGGER IF EXISTS tasks_notify_inserted ON public.tasks;
-CREATE CONSTRAINT TRIGGER tasks_notify_inserted
-    AFTER INSERT ON public.tasks
-    DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW
-    WHEN (NEW.status = 'pending' AND NEW.run_at <= now())
-    EXECUTE FUNCTION listener.bench_notify_tasks_coalesced();
-
 -- name: bench_claim_one
 -- The scale item's probe: the engine's claim query for one task.
 SELECT id FROM listener.claim_tasks(%(worker_id)s, 1, NULL, 60);

@@ -14,6 +14,18 @@ SELECT pg_notify(%(channel)s, %(payload)s);
 -- Fraction of the server-wide NOTIFY queue in use (all databases share it).
 SELECT pg_notification_queue_usage();
 
+-- name: doctor_notify_lock_waiters
+-- Sessions waiting for the lock a notifying commit takes (PreCommit_Notify locks the
+-- pg_database class as a shared object: database 0). One lock for the whole server,
+-- so waiters in other databases count too. pg_stat_activity shows them as
+-- wait_event_type 'Lock', wait_event 'object'.
+SELECT a.application_name
+FROM pg_locks AS l
+LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'object' AND l.database = 0
+  AND l.classid = 'pg_catalog.pg_database'::regclass AND l.objid = 0
+  AND NOT l.granted;
+
 -- name: doctor_idle_listeners
 -- Sessions idle in a transaction that look like listeners. pg_listening_channels()
 -- only answers for the calling session, so another session's LISTEN is inferred:

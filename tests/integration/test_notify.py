@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,3 +96,160 @@ def test_trigger_is_statement_level_after_insert(conn: psycopg.Connection[Any]) 
         "FROM information_schema.triggers WHERE trigger_name = 'tasks_notify_inserted'"
     ).fetchone()
     assert row == ("AFTER", "STATEMENT", "INSERT")
+
+
+# The wake-up protocol's producer side (migration 0008, docs/notify.md).
+
+
+@pytest.fixture
+def watcher(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A session that can take watch locks, as a worker's LISTEN session does."""
+    with psycopg.connect(dsn, autocommit=True) as session:
+        yield session
+
+
+def _watch(session: psycopg.Connection[Any], task_type: str) -> None:
+    row = session.execute(
+        "SELECT pg_try_advisory_lock(listener.wake_watch_key(%s))", (task_type,)
+    ).fetchone()
+    assert row == (True,)
+
+
+def test_a_watched_type_inserts_without_a_notification(
+    conn: psycopg.Connection[Any],
+    listening: psycopg.Connection[Any],
+    watcher: psycopg.Connection[Any],
+) -> None:
+    _watch(watcher, "a")
+    conn.execute("INSERT INTO tasks (type) VALUES ('a')")
+    conn.execute("INSERT INTO tasks (type) SELECT 'a' FROM generate_series(1, 100)")
+    assert _payloads_until_marker(listening, conn) == []
+
+
+def test_a_type_nobody_watches_still_notifies_while_another_is_watched(
+    conn: psycopg.Connection[Any],
+    listening: psycopg.Connection[Any],
+    watcher: psycopg.Connection[Any],
+) -> None:
+    _watch(watcher, "a")
+    conn.execute("INSERT INTO tasks (type) VALUES ('b')")
+    conn.execute("INSERT INTO tasks (type) VALUES ('a'), ('b')")  # one statement, both
+    assert _payloads_until_marker(listening, conn) == ["", ""]
+
+
+def test_inserts_notify_again_once_the_watch_lock_is_given_back(
+    conn: psycopg.Connection[Any],
+    listening: psycopg.Connection[Any],
+    watcher: psycopg.Connection[Any],
+) -> None:
+    _watch(watcher, "a")
+    watcher.execute("SELECT pg_advisory_unlock(listener.wake_watch_key('a'))")
+    conn.execute("INSERT INTO tasks (type) VALUES ('a')")
+    assert _payloads_until_marker(listening, conn) == [""]
+
+
+def test_a_producer_that_skipped_holds_the_gate_until_it_commits(
+    dsn: str, watcher: psycopg.Connection[Any]
+) -> None:
+    _watch(watcher, "a")
+    passed: list[float] = []
+    with psycopg.connect(dsn) as producer:
+        producer.execute("INSERT INTO tasks (type) VALUES ('a')")  # skipped: 'a' is watched
+        watcher.execute("SELECT pg_advisory_unlock(listener.wake_watch_key('a'))")
+
+        def pass_gate() -> None:
+            watcher.execute("SELECT listener.wake_gate_pass(ARRAY['a'], false)")
+            passed.append(time.monotonic())
+
+        gate = threading.Thread(target=pass_gate)
+        gate.start()
+        time.sleep(0.3)
+        assert passed == []  # still waiting for our transaction
+        committed = time.monotonic()
+        producer.commit()
+        gate.join(10)
+    assert passed
+    assert passed[0] >= committed
+    # ... and once through the gate, the row is there to claim.
+    row = watcher.execute("SELECT count(*) FROM tasks WHERE type = 'a'").fetchone()
+    assert row == (1,)
+
+
+def test_producers_notify_while_a_watcher_waits_at_the_gate(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    listening: psycopg.Connection[Any],
+    watcher: psycopg.Connection[Any],
+) -> None:
+    _watch(watcher, "a")
+    with psycopg.connect(dsn) as slow_producer:
+        slow_producer.execute("INSERT INTO tasks (type) VALUES ('a')")  # holds the gate
+        watcher.execute("SELECT pg_advisory_unlock(listener.wake_watch_key('a'))")
+        gate = threading.Thread(
+            target=watcher.execute, args=("SELECT listener.wake_gate_pass(ARRAY['a'], false)",)
+        )
+        gate.start()
+        _wait_for_gate_waiter(conn)
+        # The gate is queued for: a producer's shared try is refused, so it notifies.
+        conn.execute("INSERT INTO tasks (type) VALUES ('a')")
+        assert _payloads_until_marker(listening, conn) == [""]
+        slow_producer.rollback()
+        gate.join(10)
+
+
+def _wait_for_gate_waiter(conn: psycopg.Connection[Any]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
+        if row and row[0]:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the gate pass never queued for the gate lock")
+
+
+def test_the_trigger_leaves_no_advisory_lock_behind_after_commit(
+    conn: psycopg.Connection[Any], watcher: psycopg.Connection[Any]
+) -> None:
+    conn.execute("INSERT INTO tasks (type) VALUES ('a')")  # nobody watches: notifies
+    _watch(watcher, "a")
+    conn.execute("INSERT INTO tasks (type) VALUES ('a')")  # watched: skips
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    ).fetchone()
+    assert row == (0,)
+
+
+def test_a_producer_without_any_right_on_schema_listener_can_insert_and_notify(
+    dsn: str, conn: psycopg.Connection[Any], listening: psycopg.Connection[Any]
+) -> None:
+    conn.execute(
+        "DO $$ BEGIN CREATE ROLE listener_test_producer NOLOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    conn.execute("GRANT INSERT, SELECT ON tasks TO listener_test_producer")
+    conn.execute("ALTER TABLE tasks DISABLE ROW LEVEL SECURITY")  # a plain-PostgreSQL app
+    with psycopg.connect(dsn, autocommit=True) as producer:
+        producer.execute("SET ROLE listener_test_producer")
+        row = producer.execute("SELECT has_schema_privilege('listener', 'USAGE')").fetchone()
+        assert row == (False,)
+        producer.execute("INSERT INTO tasks (type) VALUES ('a')")
+    assert _payloads_until_marker(listening, conn) == [""]
+    conn.execute("REVOKE ALL ON tasks FROM listener_test_producer")
+
+
+def test_the_trigger_spells_the_same_lock_keys_as_the_worker_functions(
+    conn: psycopg.Connection[Any],
+) -> None:
+    body = conn.execute(
+        "SELECT prosrc FROM pg_proc WHERE oid = 'listener.notify_tasks_inserted'::regproc"
+    ).fetchone()
+    keys = conn.execute(
+        "SELECT listener.wake_watch_key('x') = hashtextextended('x', 1920462053), "
+        "listener.wake_gate_key('x') = hashtextextended('x', 1920462054)"
+    ).fetchone()
+    assert body is not None
+    assert "hashtextextended(task_type, 1920462053)" in body[0]
+    assert "hashtextextended(task_type, 1920462054)" in body[0]
+    assert keys == (True, True)

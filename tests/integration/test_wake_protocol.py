@@ -1,0 +1,296 @@
+"""The wake-up protocol end to end (docs/notify.md): idle workers are woken by NOTIFY,
+watching workers silence their types' producers, and no wake-up is lost on the way.
+
+Every worker here polls every 60 s, so a pickup within a second is a wake-up, never
+the poll; and each test waits until the worker is idle (its start-up claim pass and
+any watch are over) before the insert that it measures.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import psycopg
+import pytest
+
+from listener import create_task, create_tasks, new_task
+from tests.integration.engine_support import eventually, running_worker
+from tests.integration.wake_support import (
+    insert_one,
+    noop_registry,
+    pickup_delays_s,
+    sample,
+    settled_idle,
+    watch_holders,
+    watcher_of,
+)
+from tests.tools import require_tool
+
+pytestmark = pytest.mark.anyio
+
+NOTIFIED = "listener_notifications_total"
+NO_POLL = 60.0  # so that only a wake-up explains a pickup
+
+
+async def _warm(worker: Any, conn: psycopg.Connection[Any], seen: set[uuid.UUID]) -> None:
+    """One task through, then idle: the start-up pass is over, the LISTEN is proven."""
+    first, _ = insert_one(conn, "t")
+    await eventually(lambda: first in seen)
+    await eventually(lambda: sample(worker, NOTIFIED) >= 1)
+    await settled_idle(worker)
+
+
+async def test_an_idle_worker_is_woken_by_a_plain_insert_from_another_connection(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    seen: set[uuid.UUID] = set()
+    async with running_worker(dsn, noop_registry("t", seen=seen), poll_interval_s=NO_POLL) as w:
+        await _warm(w, conn, seen)
+        notified = sample(w, NOTIFIED)
+        task_id, committed = insert_one(conn, "t")
+        await eventually(lambda: task_id in seen, timeout_s=5)
+        assert sample(w, NOTIFIED) == notified + 1
+    assert pickup_delays_s(conn, {task_id: committed})[0] < 1.0
+
+
+async def test_with_the_trigger_disabled_an_idle_worker_finds_a_task_by_its_poll_only(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    seen: set[uuid.UUID] = set()
+    async with running_worker(dsn, noop_registry("t", seen=seen), poll_interval_s=0.5) as w:
+        await _warm(w, conn, seen)
+        conn.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_notify_inserted")
+        notified = sample(w, NOTIFIED)
+        task_id, _ = insert_one(conn, "t")
+        await eventually(lambda: task_id in seen, timeout_s=3)
+        assert sample(w, NOTIFIED) == notified  # found by the poll: no NOTIFY was sent
+
+
+def _produce_plain(conn: psycopg.Connection[Any], dsn: str) -> dict[Any, float]:
+    task_id, committed = insert_one(conn, "t")
+    return {task_id: committed}
+
+
+def _produce_bulk(conn: psycopg.Connection[Any], dsn: str) -> dict[Any, float]:
+    rows = conn.execute(
+        "INSERT INTO tasks (type) SELECT 't' FROM generate_series(1, 25) RETURNING id"
+    ).fetchall()
+    committed = time.time()
+    return {row[0]: committed for row in rows}
+
+
+def _produce_create_task(conn: psycopg.Connection[Any], dsn: str) -> dict[Any, float]:
+    task_id = create_task("t", {}, conn=conn)
+    return {task_id: time.time()}
+
+
+def _produce_create_tasks(conn: psycopg.Connection[Any], dsn: str) -> dict[Any, float]:
+    ids = create_tasks([new_task("t"), new_task("t", {"n": 2})], conn=conn)
+    committed = time.time()
+    return dict.fromkeys(ids, committed)
+
+
+def _produce_enqueue_task(conn: psycopg.Connection[Any], dsn: str) -> dict[Any, float]:
+    row = conn.execute("SELECT enqueue_task('t', '{}'::jsonb)").fetchone()
+    assert row is not None
+    return {row[0]: time.time()}
+
+
+def _produce_psql(conn: psycopg.Connection[Any], dsn: str) -> dict[Any, float]:
+    """psql inserts and commits, then reads the clock in a second statement."""
+    done = subprocess.run(
+        [
+            require_tool("psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", dsn,
+            "-c", "INSERT INTO tasks (type) VALUES ('t') RETURNING id",
+            "-c", "SELECT extract(epoch FROM clock_timestamp())",
+        ],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    task_id, committed = done.stdout.split()
+    return {uuid.UUID(task_id): float(committed)}
+
+
+PRODUCERS: dict[str, Callable[[psycopg.Connection[Any], str], dict[Any, float]]] = {
+    "plain INSERT": _produce_plain,
+    "one INSERT of 25 rows": _produce_bulk,
+    "create_task": _produce_create_task,
+    "create_tasks": _produce_create_tasks,
+    "enqueue_task": _produce_enqueue_task,
+    "psql": _produce_psql,
+}
+
+
+@pytest.mark.parametrize("producer", list(PRODUCERS))
+async def test_every_producer_wakes_an_idle_worker_within_milliseconds_of_its_commit(
+    dsn: str, conn: psycopg.Connection[Any], producer: str
+) -> None:
+    seen: set[uuid.UUID] = set()
+    delays: list[float] = []
+    async with running_worker(dsn, noop_registry("t", seen=seen), poll_interval_s=NO_POLL) as w:
+        await _warm(w, conn, seen)
+        for _ in range(8):
+            notified = sample(w, NOTIFIED)
+            committed = PRODUCERS[producer](conn, dsn)
+            await eventually(lambda c=set(committed): c <= seen, timeout_s=5)
+            # Woken by the producer's NOTIFY (a watcher whose slots filled may add its own).
+            assert sample(w, NOTIFIED) > notified
+            delays += pickup_delays_s(conn, committed)
+            await settled_idle(w)
+    assert max(delays) < 1.0, delays
+    assert statistics.median(delays) < 0.05, delays
+
+
+async def test_a_watching_worker_silences_producers_of_its_own_types_only(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    seen: set[uuid.UUID] = set()
+    registry = noop_registry("a", "b", seen=seen)
+    stop = threading.Event()
+
+    def trickle() -> None:  # keeps the worker for "a" awake: a task every ~2 ms
+        with psycopg.connect(dsn, autocommit=True) as own:
+            while not stop.is_set():
+                insert_one(own, "a")
+                time.sleep(0.002)
+
+    async with (
+        running_worker(dsn, registry, types=["a"], poll_interval_s=NO_POLL) as for_a,
+        running_worker(dsn, registry, types=["b"], poll_interval_s=NO_POLL) as for_b,
+    ):
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        try:
+            await eventually(lambda: set(watch_holders(conn, ["a", "b"])) == {"a"})
+            heard_by_b = sample(for_b, NOTIFIED)
+            await anyio.sleep(0.3)  # ~150 inserts of type a
+            assert sample(for_b, NOTIFIED) == heard_by_b  # silent: a watcher has them
+            task_id, committed = insert_one(conn, "b")
+            await eventually(lambda: task_id in seen, timeout_s=5)
+            assert sample(for_b, NOTIFIED) > heard_by_b  # type b notified
+            assert sample(for_a, "listener_watching") == 1
+        finally:
+            stop.set()
+            thread.join()
+    assert pickup_delays_s(conn, {task_id: committed})[0] < 1.0
+
+
+async def test_a_watcher_whose_slots_stay_full_wakes_workers_that_have_room(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    seen: set[uuid.UUID] = set()
+    registry = noop_registry("t", seen=seen)
+    release = anyio.Event()
+
+    from listener.registry import handler
+
+    @handler("slow", registry=registry)
+    async def slow(task: Any) -> None:
+        await release.wait()
+
+    async with running_worker(
+        dsn, registry, concurrency=1, poll_interval_s=NO_POLL, grace_s=0.1
+    ) as busy:
+        await _warm(busy, conn, seen)
+        # The only worker, so it watches; then its one slot is taken for good, and it
+        # hands off with a NOTIFY now and then (it keeps watching).
+        conn.execute("INSERT INTO tasks (type) SELECT 't' FROM generate_series(1, 5)")
+        await eventually(lambda: sample(busy, "listener_watching") == 1, interval_s=0.001)
+        conn.execute("INSERT INTO tasks (type) VALUES ('slow')")
+        await eventually(lambda: sample(busy, "listener_watch_handoffs_total") >= 1)
+        async with running_worker(dsn, registry, types=["t"], poll_interval_s=NO_POLL) as idle:
+            await eventually(lambda: sample(idle, NOTIFIED) >= 0)
+            await settled_idle(idle)
+            task_id, committed = insert_one(conn, "t")
+            await eventually(lambda: task_id in seen, timeout_s=5)
+        release.set()
+    assert pickup_delays_s(conn, {task_id: committed})[0] < 1.0
+    owner = conn.execute("SELECT worker_id FROM tasks WHERE id = %s", (task_id,)).fetchone()
+    assert owner == (idle.settings.worker_id,)
+
+
+async def test_a_worker_that_does_not_listen_never_watches(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    seen: set[uuid.UUID] = set()
+    registry = noop_registry("t", seen=seen)
+    async with running_worker(dsn, registry, listen=False, poll_interval_s=0.05):
+        with psycopg.connect(dsn, autocommit=True) as listening:
+            listening.execute("LISTEN listener_tasks")
+            for _ in range(20):
+                task_id, _ = insert_one(conn, "t")
+                await eventually(lambda t=task_id: t in seen)
+                assert watch_holders(conn, ["t"]) == {}
+            heard = list(listening.notifies(timeout=0.5, stop_after=20))
+    assert len(heard) == 20  # every insert notified: nobody watches
+
+
+async def test_the_watch_lock_lives_on_the_listen_session(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    seen: set[uuid.UUID] = set()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with psycopg.connect(dsn, autocommit=True) as own:
+            while not stop.is_set():
+                insert_one(own, "t")
+                time.sleep(0.002)
+
+    async with running_worker(dsn, noop_registry("t", seen=seen), poll_interval_s=NO_POLL):
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        try:
+            holders = await eventually(lambda: watch_holders(conn, ["t"]))
+            row = conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (holders["t"],)
+            ).fetchone()
+        finally:
+            stop.set()
+            thread.join()
+    assert row == ("listener:listen",)
+
+
+async def test_wishing_to_watch_again_before_the_watch_ended_takes_no_lock_twice(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    registry = noop_registry("t")
+    release, running = anyio.Event(), anyio.Event()
+
+    from listener.registry import handler
+
+    @handler("slow", registry=registry)
+    async def slow(task: Any) -> None:
+        running.set()
+        await release.wait()
+
+    # One slot, taken: the dispatcher claims nothing, the test tells the watcher what
+    # its claims found, in an order the dispatcher could produce under load.
+    async with running_worker(
+        dsn, registry, concurrency=1, poll_interval_s=NO_POLL, grace_s=0.1
+    ) as w:
+        conn.execute("INSERT INTO tasks (type) VALUES ('slow')")
+        await running.wait()
+        await settled_idle(w)
+        watch = watcher_of(w)
+        watch.after_claim(2, 8)
+        await eventually(lambda: watch.held == {"t", "slow"})
+        for _ in range(3):  # three empty claims end the watch, and before the watcher
+            watch.after_claim(0, 10)  # has had a turn to give the locks back, a busy
+        watch.after_claim(2, 8)  # claim wants it again
+        # The watcher's turn: it has acted on that wish (and its statement, if any, ran).
+        await eventually(lambda: not (watch._attempt_due or watch.notifier._requests))
+        assert watch.held == {"t", "slow"}
+        for _ in range(3):
+            watch.after_claim(0, 10)
+        idle = {"reason": "idle"}
+        await eventually(lambda: sample(w, "listener_watch_releases_total", idle) == 1)
+        holders = watch_holders(conn, ["t", "slow"])
+        release.set()
+    assert holders == {}  # a lock taken twice would be given back once, and kept
