@@ -1,4 +1,4 @@
-"""Backlog: one claim of 10 with 1,000 / 100,000 / 1,000,000 pending tasks, mid-drain,
+"""Backlog: one claim of 10 with 1,000 / 20,000 / 100,000 / 1,000,000 pending, mid-drain,
 and restricted to one type behind another type's backlog.
 
 Each state in a fresh database, filled in one INSERT. Probed first as filled (never
@@ -7,8 +7,10 @@ here or within autovacuum's naptime in production), then after ANALYZE. Mid-drai
 half of a backlog claimed and completed by a plain-SQL loop (dead tuples, never
 vacuumed), never analyzed, or analyzed when it was full ("stale"). Many types: a
 claim with ``--types send_email`` when the send_email tasks were queued behind a
-backlog of another type. Ratios are to the smallest backlog in the same statistics
-state, paired within each run. See bench/plans.py for how a probe is made.
+backlog of another type. Every other probe claims as ``listener run --handlers
+bench.noop_handlers`` does: with its registered types, never NULL. Ratios are to the
+smallest backlog in the same statistics state, paired within each run. See
+bench/plans.py for how a probe is made.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ class Backlog:
         self.this_run: dict[str, float] = {}
 
     def probe(self, dsn: str, key: str, label: str, *, types: list[str] | None = None) -> None:
-        """Time the claim in this state; keep its plan in the details."""
+        """Time the claim in this state (as the benchmark's worker claims, unless
+        ``types`` says otherwise); keep its plan in the details."""
+        types = types or plans.worker_types()
         if key not in self.latency:
             self.latency[key] = Figure(f"backlog.claim.{key}", f"claim of {CLAIM}, {label}", "ms")
         self.ctx.say(f"backlog: {label}")
@@ -84,7 +88,8 @@ def run(ctx: Context, result: ItemResult) -> None:
             )
         )
     result.notes.append(
-        "claim: the worker's claim statement (listener.claim_tasks, limit 10, lease 30 s) in "
+        "claim: the worker's claim statement (listener.claim_tasks, limit 10, lease 30 s, "
+        f"types {plans.worker_types()}: a worker always passes its registered types) in "
         "a transaction rolled back, median of up to "
         f"{sizes.backlog_probes} probes after {plans.WARMUP} warm-up calls, one session per "
         "state; plans: the function's inner statement as executed (auto_explain, nested "

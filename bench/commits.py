@@ -56,7 +56,8 @@ def run(ctx: Context, result: ItemResult) -> None:
             _record(figure_pair(subject.key, subject.label), counts.commits / jobs, per_task)
             if counts.top:
                 result.details[f"statements: {subject.label} (last run)"] = "\n".join(
-                    f"{calls / jobs:8.3f} /task  {text}" for text, calls in counts.top
+                    f"{calls / jobs:8.3f} /task {ms / calls:8.3f} ms each  {text}"
+                    for text, calls, ms in counts.top
                 )
     result.figures = [f for pair in figures.values() for f in pair if f.runs]
     ours = figures.get("listener_c10")

@@ -30,7 +30,8 @@ TOP_STATEMENTS = 8
 class Counts:
     commits: int
     statements: int | None  # None: pg_stat_statements is not preloaded on this server
-    top: list[tuple[str, int]] = field(default_factory=list)  # (statement, calls)
+    # The most frequent statements: (text, calls, total server execution ms).
+    top: list[tuple[str, int, float]] = field(default_factory=list)
 
 
 def statements_available(admin: str) -> bool:
@@ -65,7 +66,10 @@ class Meter:
         with env.connect(self._dsn) as conn:
             rows = conn.execute(query("bench_statement_calls")).fetchall()
         calls = sum(int(r[1]) for r in rows)
-        top = [(" ".join(str(r[0]).split())[:120], int(r[1])) for r in rows[:TOP_STATEMENTS]]
+        top = [
+            (" ".join(str(r[0]).split())[:120], int(r[1]), float(r[2]))
+            for r in rows[:TOP_STATEMENTS]
+        ]
         return Counts(commits, calls, top)
 
     def _commits(self) -> int:

@@ -16,6 +16,7 @@ loaded (not a superuser, or not installed), no plan is captured and the figures 
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
 from typing import Any
@@ -23,11 +24,20 @@ from typing import Any
 import psycopg
 
 from bench import env
+from listener.registry import default_registry
 from listener.sqlfiles import query
+
+importlib.import_module("bench.noop_handlers")  # registers the benchmark worker's handlers
 
 WARMUP = 6
 BUDGET_S = 10.0
 LEASE_S = 30.0  # listener run's default --lease-s
+
+
+def worker_types() -> list[str]:
+    """The types ``listener run --handlers bench.noop_handlers`` claims: a worker always
+    passes its registered types to the claim (never NULL, unlike the raw and bare loops)."""
+    return default_registry.types()
 
 
 class ClaimProbe:

@@ -171,7 +171,7 @@ SELECT pg_stat_statements_reset(
 
 -- name: bench_statement_calls
 -- Top-level statements run in this database since the reset, the harness's own left out.
-SELECT query, calls FROM pg_stat_statements
+SELECT query, calls, total_exec_time FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND query NOT LIKE '%%pg_stat_statements_reset%%'
   AND query NOT LIKE '%%bench harness%%'
