@@ -76,6 +76,15 @@ def measure(
     return [(float(started[i]) - t) * 1000 for i, t in committed[WARMUP:]]
 
 
+def run_order(modes: list[str], run: int) -> list[str]:
+    """notify and bare back to back (their ratio is a target), alternating which goes
+    first; the other modes rotate, so that no mode always meets the same moment."""
+    pair = ["notify", "bare"] if run % 2 == 0 else ["bare", "notify"]
+    rest = [m for m in modes if m not in pair]
+    k = run % len(rest) if rest else 0
+    return pair + rest[k:] + rest[:k]
+
+
 def query_for(mode: str) -> tuple[str, str]:
     """(the producer's insert query, the task type or job name it inserts)."""
     if mode in PEERS:
@@ -205,7 +214,7 @@ def run(ctx: Context, result: ItemResult) -> None:
         for target in set(dsns.values()):
             pool.connect(target)
         for i in range(ctx.runs):
-            for mode in modes:
+            for mode in run_order(modes, i):
                 ctx.say(f"latency: {mode}, run {i + 1}/{ctx.runs}")
                 values = measure(
                     dsns[mode], pool, sizes.latency_tasks, sizes.latency_rate, mode,
@@ -222,5 +231,6 @@ def run(ctx: Context, result: ItemResult) -> None:
         "listener run with no flags (INFO logs); bare: bench/bare_listener.py, a "
         "synchronous LISTEN + claim loop with no engine (the floor on this machine); "
         "pgqueuer: QueueManager.run(batch_size=10); oban: oban start --queues default:10; "
-        f"first {WARMUP} tasks of each run dropped as warm-up"
+        f"first {WARMUP} tasks of each run dropped as warm-up; notify and bare run back to "
+        "back, the order alternating, the other modes rotating"
     )
