@@ -29,6 +29,20 @@ class Sizes:
     rss_tasks: tuple[int, int]
     peer_jobs: int
     procrastinate_jobs: int  # procrastinate runs ~100x slower: fewer jobs, same rate
+    defaults_tasks: int
+    defaults_head: int  # the first tasks of a large backlog, and a backlog of that size
+    defaults_backlog: int
+    best_concurrency: tuple[int, ...]
+    best_pgqueuer_batches: tuple[int, ...]
+    best_procrastinate: tuple[int, ...]
+    best_oban_limits: tuple[int, ...]
+    backlog_pending: tuple[int, ...]  # the first one is the reference
+    backlog_middrain: int
+    backlog_other_type: int
+    backlog_probes: int
+    commits_tasks: int
+    logging_tasks: int
+    logging_concurrency: tuple[int, ...]
 
 
 FULL = Sizes(
@@ -48,6 +62,20 @@ FULL = Sizes(
     rss_tasks=(50_000, 200_000),
     peer_jobs=20_000,
     procrastinate_jobs=2_000,
+    defaults_tasks=20_000,
+    defaults_head=5_000,
+    defaults_backlog=200_000,
+    best_concurrency=(100, 250, 500, 1000),
+    best_pgqueuer_batches=(10, 100, 1000),
+    best_procrastinate=(1, 10),
+    best_oban_limits=(10, 100, 1000),
+    backlog_pending=(1_000, 20_000, 100_000, 1_000_000),
+    backlog_middrain=40_000,
+    backlog_other_type=200_000,
+    backlog_probes=100,
+    commits_tasks=10_000,
+    logging_tasks=20_000,
+    logging_concurrency=(10, 100),
 )
 
 QUICK = Sizes(
@@ -67,6 +95,20 @@ QUICK = Sizes(
     rss_tasks=(200, 400),
     peer_jobs=100,
     procrastinate_jobs=50,
+    defaults_tasks=200,
+    defaults_head=50,
+    defaults_backlog=500,
+    best_concurrency=(50,),
+    best_pgqueuer_batches=(10,),
+    best_procrastinate=(1,),
+    best_oban_limits=(10,),
+    backlog_pending=(100, 2_000),
+    backlog_middrain=400,
+    backlog_other_type=500,
+    backlog_probes=5,
+    commits_tasks=100,
+    logging_tasks=200,
+    logging_concurrency=(10,),
 )
 
 
@@ -91,6 +133,7 @@ class ItemResult:
     figures: list[Figure] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)  # e.g. query plans, as text
     status: str = "ok"
 
     def figure(self, key: str) -> Figure | None:
@@ -103,4 +146,5 @@ class ItemResult:
             "figures": {f.key: f.to_json() for f in self.figures},
             "targets": [t.to_json() for t in self.targets],
             "notes": self.notes,
+            "details": self.details,
         }

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from listener import migrations
 from listener.sqlfiles import query
@@ -58,14 +58,21 @@ def server(dsn: str) -> dict[str, Any]:
     with connect(dsn) as conn:
         row = conn.execute(query("bench_server_settings")).fetchone()
     assert row is not None
-    version, sync_commit, fsync, shared_buffers, max_connections = row
+    version, sync_commit, fsync, shared_buffers, max_connections, autovacuum = row
     return {
         "version": version,
         "synchronous_commit": sync_commit,
         "fsync": fsync,
         "shared_buffers": shared_buffers,
         "max_connections": max_connections,
+        # Off on the development machines: then no table is ever analyzed by itself.
+        "autovacuum": autovacuum,
     }
+
+
+def dbname(dsn: str) -> str:
+    """The database a DSN names."""
+    return str(conninfo_to_dict(dsn)["dbname"])
 
 
 @contextlib.contextmanager
@@ -87,12 +94,13 @@ def scratch_database(admin: str, label: str, *, migrate: bool = True) -> Iterato
             )
 
 
-def seed_pending(dsn: str, n: int, task_type: str = NOOP_TYPE) -> None:
-    """Empty the tasks table, then add ``n`` pending tasks due now and analyse."""
+def seed_pending(dsn: str, n: int, task_type: str = NOOP_TYPE, *, analyze: bool = True) -> None:
+    """Empty the tasks table, then add ``n`` pending tasks due now (and analyse)."""
     with connect(dsn) as conn:
         conn.execute(query("bench_truncate_tasks"))
         conn.execute(query("bench_seed_pending"), {"type": task_type, "n": n})
-        conn.execute(query("bench_analyze_tasks"))
+        if analyze:
+            conn.execute(query("bench_analyze_tasks"))
 
 
 def drain_window(dsn: str, task_type: str = NOOP_TYPE) -> tuple[int, float]:
@@ -106,11 +114,6 @@ def drain_window(dsn: str, task_type: str = NOOP_TYPE) -> tuple[int, float]:
 def unfinished(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute(query("bench_unfinished_count")).fetchone()
     return int(row[0]) if row else 0
-
-
-def any_unfinished(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(query("bench_any_unfinished")).fetchone()
-    return bool(row and row[0])
 
 
 def run_sql(dsn: str, name: str, params: dict[str, Any] | None = None) -> None:

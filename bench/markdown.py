@@ -22,13 +22,16 @@ def render(document: dict[str, Any]) -> str:
         f"Python {m['python']}, psycopg {m['psycopg']}. "
         f"Load average (1/5/15 min) before {_load(load['before'])}, after {_load(load['after'])}.",
         f"Server: PostgreSQL {s['version']}, synchronous_commit={s['synchronous_commit']}, "
-        f"fsync={s['fsync']}, shared_buffers={s['shared_buffers']}.",
+        f"fsync={s['fsync']}, shared_buffers={s['shared_buffers']}"
+        + (f", autovacuum={s['autovacuum']}." if "autovacuum" in s else "."),
     ]
     for item in document["items"].values():
         lines += ["", f"#### {item['title']}", "", "| figure | median | min-max |", "|---|---|---|"]
         for fig in item["figures"].values():
             lines.append(f"| {fig['label']} | {_median(fig)} | {_range(fig)} |")
         lines += [f"\n{note}" for note in item["notes"]]
+        for name, text in item.get("details", {}).items():
+            lines += ["", f"{name}:", "", "```", text.rstrip("\n"), "```"]
     lines += [
         "",
         "#### Targets",

@@ -33,10 +33,15 @@ def _insert_until(conn: psycopg.Connection[Any], start: float, end: float, kind:
 
 
 def _insert_paced(
-    conn: psycopg.Connection[Any], start: float, count: int, rate: float, kind: str
+    conn: psycopg.Connection[Any],
+    start: float,
+    count: int,
+    rate: float,
+    kind: str,
+    insert_query: str = "bench_insert_one",
 ) -> list[tuple[str, float]]:
     """Insert ``count`` rows at ``rate``/s; each row's id and its commit time (time.time())."""
-    insert, params = query("bench_insert_one"), {"type": kind}
+    insert, params = query(insert_query), {"type": kind}
     committed = []
     for i in range(count):
         time.sleep(max(0.0, start + i / rate - time.time()))
@@ -119,9 +124,13 @@ class ProducerPool:
         self.start_inserting(dsn, producers, seconds)
         return float(sum(self.collect(producers))) / seconds
 
-    def start_paced(self, dsn: str, count: int, rate: float, kind: str) -> None:
-        """Order the first process to insert ``count`` rows at ``rate`` per second."""
-        self._pipes[0].send(("paced", dsn, time.time() + START_DELAY_S, count, rate, kind))
+    def start_paced(
+        self, dsn: str, count: int, rate: float, kind: str, insert_query: str = "bench_insert_one"
+    ) -> None:
+        """Order the first process to insert ``count`` rows at ``rate`` per second, each
+        with the named query (it returns the new row's id)."""
+        start = time.time() + START_DELAY_S
+        self._pipes[0].send(("paced", dsn, start, count, rate, kind, insert_query))
 
     def close(self) -> None:
         for pipe in self._pipes:

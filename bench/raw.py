@@ -22,20 +22,27 @@ CLAIMS = {
 }
 
 
-def claim_complete_loop(dsn: str, batch: int, worker_id: str, claim_query: str) -> int:
-    """Claim and complete until the queue is empty; returns the tasks completed."""
+def claim_complete_loop(
+    dsn: str, batch: int, worker_id: str, claim_query: str, stop_after: int | None = None
+) -> int:
+    """Claim and complete until the queue is empty, or ``stop_after`` tasks are done;
+    returns the tasks completed."""
     claim, complete = query(claim_query), query("complete_tasks")
-    claim_args = {"worker_id": worker_id, "limit": batch}
+
+    def claim_args(done: int) -> dict[str, object]:
+        limit = batch if stop_after is None else min(batch, stop_after - done)
+        return {"worker_id": worker_id, "limit": limit}
+
     done = 0
     with env.connect(dsn, prepare_threshold=0) as conn, conn.pipeline() as p:
-        cur = conn.execute(claim, claim_args)
+        cur = conn.execute(claim, claim_args(done))
         p.sync()
         ids = [row[0] for row in cur.fetchall()]
         while ids:
             conn.execute(complete, {"ids": ids, "worker_id": worker_id})
-            cur = conn.execute(claim, claim_args)
-            p.sync()
             done += len(ids)
+            cur = conn.execute(claim, claim_args(done))
+            p.sync()
             ids = [row[0] for row in cur.fetchall()]
     return done
 

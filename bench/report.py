@@ -70,7 +70,8 @@ def table(document: dict[str, Any], results: list[ItemResult], extra: list[Targe
         f"load average (1/5/15 min) before: {_load(document, 'before')}, "
         f"after: {_load(document, 'after')}",
         f"server: PostgreSQL {s['version']}, synchronous_commit={s['synchronous_commit']}, "
-        f"fsync={s['fsync']}, shared_buffers={s['shared_buffers']}",
+        f"fsync={s['fsync']}, shared_buffers={s['shared_buffers']}, "
+        f"autovacuum={s.get('autovacuum', '?')}",
     ]
     for result in results:
         lines.append(
@@ -80,6 +81,9 @@ def table(document: dict[str, Any], results: list[ItemResult], extra: list[Targe
         width = max((len(f.label) for f in result.figures), default=10)
         lines += [f"  {f.label:<{width}}  {f.text()}" for f in result.figures]
         lines += [f"  note: {n}" for n in result.notes]
+        for name, text in result.details.items():
+            lines.append(f"  {name}:")
+            lines += [f"    {line}" for line in text.rstrip().splitlines()]
     lines.append("\n== Targets")
     for target in [t for r in results for t in r.targets] + extra:
         lines.append(

@@ -20,7 +20,22 @@ from typing import Any
 
 import psycopg
 
-from bench import burndown, env, insert_cost, latency, peers, raw, report, scale, steady
+from bench import (
+    backlog,
+    best,
+    burndown,
+    commits,
+    defaults,
+    env,
+    insert_cost,
+    latency,
+    logging_cost,
+    peers,
+    raw,
+    report,
+    scale,
+    steady,
+)
 from bench.context import FULL, QUICK, Context, ItemResult
 
 ITEMS: dict[str, Callable[[Context, ItemResult], None]] = {
@@ -31,6 +46,11 @@ ITEMS: dict[str, Callable[[Context, ItemResult], None]] = {
     "insert_cost": insert_cost.run,
     "scale": scale.run,
     "peers": peers.run,
+    "defaults": defaults.run,
+    "best": best.run,
+    "backlog": backlog.run,
+    "commits": commits.run,
+    "logging": logging_cost.run,
 }
 
 
