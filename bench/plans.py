@@ -45,11 +45,20 @@ def worker_types() -> list[str]:
 class ClaimProbe:
     """A session that times claims and can show their plan."""
 
-    def __init__(self, dsn: str, limit: int, types: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        limit: int,
+        types: list[str] | None = None,
+        *,
+        limits: tuple[int, int, int] | None = None,
+    ) -> None:
+        """``limits``: (global_concurrency, rate count, rate window s) on every type."""
         self._conn = env.connect(dsn)
         types = types or worker_types()
-        spec = ClaimSpec(types, [5] * len(types), [None] * len(types), [None] * len(types),
-                         [None] * len(types))  # fmt: skip
+        n = len(types)
+        concurrency, rate, window = limits if limits else (None, None, None)
+        spec = ClaimSpec(types, [5] * n, [concurrency] * n, [rate] * n, [window] * n)
         self._args = {
             "worker_id": "bench-probe", "token": uuid.uuid4(), "limit": limit,
             "lease_s": LEASE_S, **spec.params(),

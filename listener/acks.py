@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 from psycopg_pool import AsyncConnectionPool
 
+from listener import logs
 from listener.inflight import Claim, InFlight
 from listener.logs import get_logger
 from listener.metrics import Metrics
@@ -172,8 +173,8 @@ class Acks:
 
     def report(self, written: Iterable[Claim]) -> None:
         """Count and log each written outcome: one canonical line per outcome."""
-        info = log.is_enabled_for(logging.INFO)
         completed: collections.Counter[str] = collections.Counter()
+        lines: list[tuple[Any, str, int, float]] = []
         for claim in written:
             outcome = claim.outcome
             assert outcome is not None
@@ -181,14 +182,15 @@ class Acks:
             if outcome.action == "complete":
                 completed[task.type] += 1
                 self.metrics.task_duration.observe(task.type, claim.duration_s)
-                if info:
-                    log.info("task.completed", **_fields(claim))
+                lines.append((task.id, task.type, task.attempt, claim.duration_s))
                 continue
             name = "released" if outcome.action == "release" else _OUTCOME_NAMES[outcome.action]
             self.metrics.finished(task.type, name, claim.duration_s if claim.started else None)
             _log_outcome(claim, name)
         for task_type, count in completed.items():
             self.metrics.finished_batch(task_type, "completed", count)
+        if lines and log.is_enabled_for(logging.INFO):
+            logs.completed(lines)
 
 
 def _is_retry(claim: Claim) -> bool:

@@ -238,3 +238,9 @@ SELECT s.n_live_tup, s.n_dead_tup, s.last_analyze, c.reltuples
 FROM pg_stat_user_tables AS s
 JOIN pg_class AS c ON c.oid = s.relid
 WHERE s.relid = 'public.tasks'::regclass;
+
+-- name: bench_add_rate_starts
+-- A busy rate window: n recent starts of the benchmark's type.
+INSERT INTO listener.rate_starts (type, started_at)
+SELECT 'bench.noop', now() - make_interval(secs => i / 100.0)
+FROM generate_series(1, %(n)s) AS i;
