@@ -15,7 +15,9 @@ batch, not one per task), while handlers that wait fan out over as many slots as
 from __future__ import annotations
 
 import collections
+import math
 import random
+import time
 import uuid
 from typing import Any
 
@@ -42,6 +44,16 @@ log = get_logger("listener.dispatcher")
 YIELD_EVERY = 64
 QUIET_FLOOR_S = 0.01
 OUTCOME_BACKLOG_MIN = 100
+# Claim ahead: under a backlog of fast tasks, claim what the slots will finish while the
+# next claim is on its way, so that they never wait for it (and each commit carries many
+# outcomes). At most AHEAD_FACTOR x concurrency queued, and never more per claim than
+# MAX_CLAIM. Slow tasks are claimed only as slots free up.
+AHEAD_FACTOR = 10
+MAX_CLAIM = 1000
+STUCK_AFTER_CLAIMS = 10  # a slot busy this many claim round trips is not moving ...
+STUCK_AFTER_TASKS = 20  # ... nor one busy this many average handler runs
+STALE_QUEUE_S = 2.0  # tasks claimed ahead that waited this long for a slot go back
+_EWMA = 0.1
 
 
 class Dispatcher:
@@ -60,7 +72,7 @@ class Dispatcher:
         worker_id: str,
         claim_spec: store.ClaimSpec,
         concurrency: int,
-        claim_batch: int,
+        claim_batch: int | None,
         lease_s: float,
         poll_interval_s: float,
     ) -> None:
@@ -80,7 +92,7 @@ class Dispatcher:
         }
         self._attempt_limits = dict(zip(claim_spec.types, claim_spec.attempt_limits, strict=True))
         self.concurrency = concurrency
-        self.claim_batch = claim_batch
+        self.claim_batch = claim_batch  # None: as many as there is room for (MAX_CLAIM)
         self.lease_s = lease_s
         self.poll_interval_s = poll_interval_s
         self.wakeup = Wakeup()
@@ -92,8 +104,9 @@ class Dispatcher:
         self._slot_waking = False  # a slot was woken and has not taken its task yet
         self._closed = False
         self._more_waiting = False
-        # With a backlog, refill slots in batches, not one claim per finished task.
-        self._refill_at = max(1, min(claim_batch, concurrency) // 2)
+        self.ahead = 0  # tasks held claimed beyond the slots (see _plan_ahead)
+        self._task_s: float | None = None  # a handler's run, on average (moving)
+        self._claim_s: float | None = None  # a claim's round trip, on average (moving)
         self._next_due_at: float | None = None  # anyio clock
         self._quiet_until = 0.0  # anyio clock: no claim before, after an empty wake
         self._waiting_for_slot = False
@@ -103,12 +116,51 @@ class Dispatcher:
     def free_slots(self) -> int:
         return self.concurrency - self.inflight.occupying
 
+    def _plan_ahead(self) -> None:
+        """How many tasks to hold claimed beyond the slots: what the slots that are
+        moving finish during one claim. A slot busy for longer than a claim's round
+        trip many times over is not moving: the tasks queued behind it would wait."""
+        self.ahead = 0
+        if self.stopping or not self._more_waiting or not self._task_s or not self._claim_s:
+            return
+        stuck_after_s = max(STUCK_AFTER_CLAIMS * self._claim_s, STUCK_AFTER_TASKS * self._task_s)
+        moving = self.concurrency - self.inflight.running_longer_than(stuck_after_s)
+        wanted = math.ceil(moving * self._claim_s / self._task_s)
+        self.ahead = min(wanted, AHEAD_FACTOR * moving, MAX_CLAIM)
+
+    @property
+    def room(self) -> int:
+        """How many more tasks this worker may claim now."""
+        return self.concurrency + self.ahead - self.inflight.occupying
+
+    def _refill_at(self) -> int:
+        # With a backlog, refill in batches, not one claim per finished task.
+        return max(1, (self.concurrency + self.ahead) // 2)
+
+    def _release_stale_queue(self) -> None:
+        """Claimed ahead, then stuck behind slots that stopped moving: put them back
+        (attempt given back) for workers with room, and claim ahead no more for now."""
+        runnable = self.inflight.runnable
+        if not runnable or self.free_slots > 0:
+            return
+        if time.monotonic() - runnable[0].queued_at < STALE_QUEUE_S:
+            return
+        self.ahead = 0
+        stale = self.inflight.take_unstarted()
+        for claim in stale:
+            self.inflight.decide(claim, policy.RELEASE)
+        self.acks.wake()
+        log.info("dispatcher.queue_released", tasks=len(stale), waited_s=STALE_QUEUE_S)
+
     @property
     def outcomes_backlogged(self) -> bool:
-        """Too many outcomes wait to be written (a database refusing writes): claim
-        nothing that could not be acknowledged either, until the writer catches up."""
-        waiting = len(self.inflight) - self.inflight.occupying
-        return waiting > max(OUTCOME_BACKLOG_MIN, 2 * self.concurrency)
+        """Too many outcomes could not be written (a database refusing writes): claim
+        nothing that could not be acknowledged either, until the writer catches up.
+        (Outcomes merely waiting for the next claim to carry them don't count.)"""
+        if len(self.inflight) - self.inflight.occupying <= OUTCOME_BACKLOG_MIN:
+            return False
+        failing = sum(1 for c in self.inflight.acking() if c.ack_failures)
+        return failing > max(OUTCOME_BACKLOG_MIN, 2 * self.concurrency)
 
     def outcomes_written(self) -> None:
         """The writer committed a batch: claim again if the backlog held us back."""
@@ -171,17 +223,18 @@ class Dispatcher:
             wait_s = self._quiet_until - anyio.current_time()
             if wait_s > 0:
                 await anyio.sleep(wait_s)
+            self._release_stale_queue()
             try:
                 claimed = await self._claim_until_empty()
             except Exception:
                 self.watch.after_claim(0, self.free_slots)  # wake-up protocol: found nothing
                 raise
-            if claimed == 0:
+            if claimed == 0:  # claims were sent and found nothing (not: no slot was free)
                 self._quiet_until = anyio.current_time() + QUIET_FLOOR_S
 
     def _sleep_s(self) -> float | None:
         """The fallback poll (jittered), or sooner when a scheduled task falls due."""
-        self._waiting_for_slot = self.free_slots <= 0
+        self._waiting_for_slot = self.room <= 0
         if self._waiting_for_slot:
             return None  # no timer while every slot is busy: a freed slot kicks us
         sleep_s = self.poll_interval_s * random.uniform(0.8, 1.2)
@@ -192,19 +245,22 @@ class Dispatcher:
             sleep_s = min(sleep_s, max(self._next_due_at - anyio.current_time(), 0.0))
         return sleep_s
 
-    async def _claim_until_empty(self) -> int:
-        claimed = 0
-        while not self.stopping and self.free_slots > 0:
+    async def _claim_until_empty(self) -> int | None:
+        """Claim until a claim comes back short or the slots are full: how many tasks
+        were claimed, or None when no claim was sent (every slot busy)."""
+        claimed: int | None = None
+        self._plan_ahead()
+        while not self.stopping and self.room > 0:
             if self.outcomes_backlogged:
                 self._held_by_outcomes = True
                 return claimed
-            want = min(self.free_slots, self.claim_batch)
+            want = min(self.room, self.claim_batch or MAX_CLAIM, MAX_CLAIM)
             backlog = self._more_waiting  # the claim before this one came back full
             rows, outlook, token = await self._claim(want)
             self._admit(rows, token)
             self.watch.after_claim(len(rows), self.free_slots, backlog=backlog)
             self.metrics.claimed_rows(len(rows))
-            claimed += len(rows)
+            claimed = (claimed or 0) + len(rows)
             self._more_waiting = outlook is None
             if outlook is not None:  # drained, or held back by a limit
                 self._look_again(outlook)
@@ -217,12 +273,14 @@ class Dispatcher:
         """Claim up to ``want`` tasks, writing the outcomes that wait in the same transaction."""
         token = uuid.uuid4()
         outcomes = self.acks.take()
+        began = anyio.current_time()
         try:
             async with self.pool.connection() as conn:
                 if not outcomes:
                     rows, outlook = await store.claim(
                         conn, self.worker_id, token, want, self.claim_spec, self.lease_s
                     )
+                    self._claim_s = _moving(self._claim_s, anyio.current_time() - began)
                     return rows, outlook, token
                 written, rows, outlook = await store.finish_and_claim(
                     conn, self.acks.finishes(outcomes), self.worker_id, token, want,
@@ -237,6 +295,7 @@ class Dispatcher:
                 claim.writing = False
             raise
         self.acks.settle(outcomes, written)
+        self._claim_s = _moving(self._claim_s, anyio.current_time() - began)
         return rows, outlook, token
 
     def will_claim_soon(self) -> bool:
@@ -343,6 +402,7 @@ class Dispatcher:
             # A bug of ours, not the handler's: this attempt fails, the slot goes on.
             log.exception("task.engine_error", task_id=str(claim.task.id))
             outcome = policy.decide(claim.task.attempt, policy.RetryPolicy(), exc)
+        self._task_s = _moving(self._task_s, claim.duration_s)
         if outcome is None:  # a transactional handler's completion, already committed
             self.inflight.decide(claim, policy.COMPLETE)
             self.inflight.remove(claim)
@@ -365,8 +425,13 @@ class Dispatcher:
         if task_type in self._fleet_limited:
             self.wakeup.kick()  # one of the fleet's slots for this type is free again
         elif self._more_waiting:  # a backlog: refill in batches, not one claim per task
-            if self.free_slots >= self._refill_at:
+            if self.room >= self._refill_at():
                 self.wakeup.kick()
         elif self._waiting_for_slot:  # the claim loop sleeps without a timer: re-arm it
             self._waiting_for_slot = False
             self.wakeup.kick()
+
+
+def _moving(average: float | None, sample: float) -> float:
+    """An exponentially weighted moving average (the first sample starts it)."""
+    return sample if average is None else average + _EWMA * (sample - average)

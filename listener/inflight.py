@@ -55,6 +55,7 @@ class Claim:
     ack_failures: int = 0
     writing: bool = False  # in a statement that writes its outcome right now
     decided_at: float = 0.0  # time.monotonic() when its outcome was decided
+    queued_at: float = 0.0  # time.monotonic() when it joined the run queue
     write_alone: bool = False  # its last write failed on the data, not the connection
     not_before: float = 0.0  # monotonic: no write of the outcome before this
     scope: Any = None  # the slot's cancel scope while it runs (cancelled if the lease is lost)
@@ -114,6 +115,7 @@ class InFlight:
             self._held.setdefault(claim.task.id, collections.deque()).append(claim)
             return
         self._active[claim.task.id] = claim
+        claim.queued_at = time.monotonic()
         self.runnable.append(claim)
 
     def add_decided(self, claim: Claim, outcome: Outcome) -> None:
@@ -171,6 +173,7 @@ class InFlight:
         if not waiting:
             del self._held[claim.task.id]
         following.state = "queued"
+        following.queued_at = time.monotonic()
         self._active[claim.task.id] = following
         self.runnable.append(following)
 
@@ -193,6 +196,15 @@ class InFlight:
         self.runnable.clear()
         self._held.clear()
         return self.in_state("queued", "held")
+
+    def running_longer_than(self, seconds: float) -> int:
+        """How many handlers here have run for longer than ``seconds``."""
+        since = time.monotonic() - seconds
+        return sum(
+            1
+            for c in self._claims.values()
+            if c.state in _IN_SLOT and c.started and c.started < since
+        )
 
     def oldest_running_s(self) -> float:
         """How long the longest-running handler here has run (0 when none runs)."""

@@ -41,7 +41,9 @@ IDLE_AFTER_EMPTY_CLAIMS = 3
 # (so does one that finds two): above ~500 tasks/s notifying commits queue up.
 WATCH_GAP_S = 0.002
 # While a watcher's slots stay full, it sends a NOTIFY every this many polls.
-FULL_FOR_POLLS = 2
+# A backlog a saturated watcher cannot take wakes the other workers within 100 ms; more
+# often costs a notifying commit each time, for nothing when no other worker is idle.
+FULL_FOR_POLLS = 20
 GATE_RETRY_S = 0.2
 STOP_DEADLINE_S = 5.0  # for the last release and gate pass when the worker stops
 

@@ -58,7 +58,7 @@ class WorkerSettings:
     dsn: str
     concurrency: int = 10
     types: list[str] | None = None  # None: every registered type
-    claim_batch: int | None = None  # None: up to the free slots
+    claim_batch: int | None = None  # None: as much as there is room for (slots, claim-ahead)
     lease_s: float = 30.0
     poll_interval_s: float = 2.0
     listen: bool = True  # False: poll only (benchmarks, poolers without LISTEN)
@@ -204,7 +204,7 @@ class Worker:
             pool=pool, registry=self.registry, inflight=inflight, executor=executor,
             acks=acks, metrics=self.metrics, failures=self.failures,
             worker_id=s.worker_id, claim_spec=self._claim_spec(),
-            concurrency=s.concurrency, claim_batch=s.claim_batch or s.concurrency,
+            concurrency=s.concurrency, claim_batch=s.claim_batch,
             lease_s=s.lease_s, poll_interval_s=s.poll_interval_s,
         )  # fmt: skip
         dispatcher_box.append(dispatcher)

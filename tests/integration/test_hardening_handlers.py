@@ -294,3 +294,24 @@ async def test_a_sync_handler_that_returns_after_its_timeout_fails_even_if_the_l
         create_task("loop_blocker", {}, conn=conn)  # the loop sees the deadline late
         await eventually(lambda: _row(conn, late)[0] == "failed", timeout_s=10)
     assert _row(conn, late)[2].startswith("HandlerTimeout")
+
+
+async def test_tasks_claimed_ahead_never_wait_long_behind_a_slot_that_stopped_moving(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    # One slot, draining a backlog of fast tasks: the worker claims ahead. A long task
+    # arrives in the middle, and the tasks claimed with it queue behind it in that one
+    # slot: they go back, and another worker with room runs them meanwhile.
+    registry = fault_registry()
+    async with running_worker(dsn, registry, concurrency=1, poll_interval_s=0.2) as first:
+        create_tasks([new_task("noop") for _ in range(3000)], conn=conn)
+        await eventually(lambda: statuses(conn).get("completed", 0) >= 500)
+        with conn.transaction():
+            long = create_task("sleep", {"s": 10.0}, conn=conn)
+            fast = create_tasks([new_task("noop") for _ in range(200)], conn=conn)
+        await eventually(lambda: _row(conn, long)[0] == "processing", timeout_s=10)
+        async with running_worker(dsn, registry, concurrency=4, poll_interval_s=0.2):
+            done = lambda: {_row(conn, i)[0] for i in fast} == {"completed"}  # noqa: E731
+            await eventually(done, timeout_s=6)
+        assert _row(conn, long)[0] == "processing"  # still running in the first worker
+        assert first.dispatcher is not None
