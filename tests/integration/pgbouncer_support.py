@@ -21,7 +21,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.integration.engine_support import free_port
-from tests.tools import require_tool
+from tests.tools import require_tool, unavailable
 
 
 def _run_as(server_host: str) -> pwd.struct_passwd | None:
@@ -32,7 +32,7 @@ def _run_as(server_host: str) -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam("postgres")
     except KeyError:
-        pytest.fail("running as root and there is no `postgres` user to run PgBouncer as")
+        unavailable("running as root and there is no `postgres` user to run PgBouncer as")
 
 
 def _write_config(folder: Path, admin_dsn: str, port: int, pool_mode: str) -> Path:
