@@ -188,15 +188,6 @@ def test_killed_listener_backend_reconnects_and_processes_what_arrived(
     assert {_row(conn, i)[0] for i in ids} == {"completed"}
 
 
-def test_lost_notifications_are_covered_by_the_fallback_poll(
-    dsn: str, conn: psycopg.Connection[Any]
-) -> None:
-    conn.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_notify_inserted")
-    with worker_processes(dsn, 1, "--poll-interval-s", "0.5"):
-        task_id = create_task("noop", {}, conn=conn)
-        wait_until(lambda: _row(conn, task_id)[0] == "completed", timeout_s=3)
-
-
 def test_four_workers_and_concurrent_producers_complete_each_task_exactly_once(
     dsn: str, effects_conn: psycopg.Connection[Any]
 ) -> None:

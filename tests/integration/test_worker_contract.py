@@ -43,24 +43,6 @@ async def test_returning_handler_completes_task_and_clears_lease(
     assert (row["attempts"], row["error"], row["lease_expires_at"]) == (1, None, None)
 
 
-async def test_notified_task_starts_in_under_a_second(
-    dsn: str, conn: psycopg.Connection[Any]
-) -> None:
-    started: list[float] = []
-    registry = Registry()
-
-    @handler("timed", registry=registry)
-    async def timed(task: Any) -> None:
-        started.append(time.monotonic())
-
-    # A long poll interval: only the NOTIFY can explain a fast start.
-    async with running_worker(dsn, registry, poll_interval_s=30.0):
-        committed = time.monotonic()
-        create_task("timed", {}, conn=conn)
-        await eventually(lambda: started, timeout_s=5)
-    assert started[0] - committed < 1.0
-
-
 async def test_permanent_error_fails_at_once_without_retry(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
