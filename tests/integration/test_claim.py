@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import collections
+import re
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
+
+from listener.sqlfiles import query
 
 
 def _insert(conn: psycopg.Connection[Any], task_type: str, **cols: Any) -> Any:
@@ -208,3 +212,93 @@ def test_claim_tasks_is_plpgsql_so_its_plan_is_cached_per_session(
         "::regprocedure"
     ).fetchone()
     assert language == ("plpgsql",)
+
+
+def _analyzed_backlog_of_one_type(conn: psycopg.Connection[Any]) -> list[str]:
+    """100,000 due tasks of one type and one priority, and one an hour away; analyzed.
+
+    The type's name is as long as a real one's: with a short name the wider index
+    costs less and the planner picked it anyway. Returns auto_explain's notices.
+    """
+    conn.execute(
+        "INSERT INTO tasks (type) SELECT 'generate_care_plan' FROM generate_series(1, 100000)"
+    )
+    conn.execute(
+        "INSERT INTO tasks (type, run_at) VALUES ('generate_care_plan', now() + interval '1 hour')"
+    )
+    conn.execute("ANALYZE tasks")
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+    conn.execute("LOAD 'auto_explain'")
+    for setting in (
+        "log_min_duration = 0",
+        "log_nested_statements = on",
+        "log_analyze = on",
+        "log_buffers = on",
+        "log_level = notice",
+    ):
+        conn.execute(f"SET auto_explain.{setting}")
+    return notices
+
+
+def _most_pages_read(plan: str) -> int:
+    pages = [
+        sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", line))
+        for line in plan.splitlines()
+        if "Buffers: shared" in line
+    ]
+    assert pages, plan
+    return max(pages)
+
+
+def test_the_workers_claim_reads_a_few_pages_on_an_analyzed_backlog_of_one_type(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A worker names all its types; one of them with nothing due must not walk the rest.
+
+    Analyzed with one type pending, the planner once looked every type up through
+    tasks_claim_idx and filtered on the type: for the type with no due task that read
+    every pending row (0.8 s with 1,000,000 pending). auto_explain shows the plans the
+    function really runs, the first five (custom) and the cached generic ones after.
+    """
+    notices = _analyzed_backlog_of_one_type(conn)
+    params = {
+        "worker_id": "w",
+        "token": uuid.uuid4(),
+        "limit": 10,
+        "types": ["send_email", "generate_care_plan"],
+        "attempt_limits": [3, 3],
+        "lease_s": 30.0,
+        "concurrency": None,
+        "rate_counts": None,
+        "rate_windows_s": None,
+    }
+    for _ in range(7):
+        with conn.transaction(force_rollback=True):
+            rows = conn.execute(query("claim_batch"), params).fetchall()
+            assert len(rows) == 10
+    plans = [n for n in notices if "UPDATE public.tasks" in n and "Query Text: SELECT" not in n]
+    assert len(plans) == 7, notices
+    for plan in plans:
+        assert "tasks_claim_type_idx" in plan, plan
+        assert _most_pages_read(plan) < 200, plan  # a few pages, not 100,000 rows' worth
+
+
+def test_when_the_next_task_is_due_is_found_in_a_few_pages_behind_a_large_backlog(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A short claim asks next_due_in(): one index probe per type and priority level.
+
+    It once filtered `priority < level` instead of seeking to it, so every call read
+    all the pending rows of a type whose tasks share one priority (0.9 s at 1,000,000).
+    """
+    notices = _analyzed_backlog_of_one_type(conn)
+    for _ in range(7):
+        due_in = conn.execute(
+            "SELECT listener.next_due_in(ARRAY['send_email', 'generate_care_plan'])"
+        ).fetchone()
+        assert due_in is not None
+        assert 3500 < due_in[0] <= 3600
+    plans = [n for n in notices if "Query Text: SELECT listener.next_due_in" not in n]
+    assert len(plans) >= 7 * 4, notices  # per call: send_email's probe, the other's three
+    assert max(_most_pages_read(plan) for plan in plans) < 200, plans
