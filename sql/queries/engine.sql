@@ -22,6 +22,9 @@ FROM listener.claim_batch(%(worker_id)s, %(token)s, %(limit)s, %(types)s,
 -- later); a row that is not ours any more (ours = false) is left alone.
 -- Actions: complete; fail; retry (counted) / retry_uncounted (the attempt is given
 -- back) after delay_s; release (never started: attempt given back, due at once).
+-- The UPDATE joins the locked rows by primary key alone: with `t.id = ANY (ids)` as
+-- well, a never-analyzed table (locked estimated at one row) got a nested loop over a
+-- sequential scan, 0.5 s for 500 outcomes. The heartbeat's renewal likewise.
 WITH outcome AS (
     SELECT *
     FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(actions)s::text[],
@@ -51,7 +54,7 @@ WITH outcome AS (
         claim_token = CASE WHEN l.action IN ('complete', 'fail') THEN t.claim_token END,
         lease_expires_at = NULL
     FROM locked AS l
-    WHERE t.id = ANY (%(ids)b::uuid[]) AND t.id = l.id
+    WHERE t.id = l.id
     RETURNING t.id, l.token, extract(epoch FROM t.run_at - now())::float8 AS due_in_s
 )
 -- ours: looked up only for what was not written (the snapshot is the statement's); a
@@ -98,7 +101,7 @@ WITH presence AS (
     UPDATE public.tasks AS t
     SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
     FROM locked AS l
-    WHERE t.id = ANY (%(ids)b::uuid[]) AND t.id = l.id
+    WHERE t.id = l.id
     RETURNING t.id, t.claim_token
 )
 SELECT c.id, c.token, r.id IS NOT NULL AS renewed,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ import psycopg
 import pytest
 
 from listener.sqlfiles import query
+from tests.integration.plan_support import collect_plans, most_pages_read
 
 
 def _insert(conn: psycopg.Connection[Any], task_type: str, **cols: Any) -> Any:
@@ -227,28 +227,7 @@ def _analyzed_backlog_of_one_type(conn: psycopg.Connection[Any]) -> list[str]:
         "INSERT INTO tasks (type, run_at) VALUES ('generate_care_plan', now() + interval '1 hour')"
     )
     conn.execute("ANALYZE tasks")
-    notices: list[str] = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-    conn.execute("LOAD 'auto_explain'")
-    for setting in (
-        "log_min_duration = 0",
-        "log_nested_statements = on",
-        "log_analyze = on",
-        "log_buffers = on",
-        "log_level = notice",
-    ):
-        conn.execute(f"SET auto_explain.{setting}")
-    return notices
-
-
-def _most_pages_read(plan: str) -> int:
-    pages = [
-        sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", line))
-        for line in plan.splitlines()
-        if "Buffers: shared" in line
-    ]
-    assert pages, plan
-    return max(pages)
+    return collect_plans(conn)
 
 
 def test_the_workers_claim_reads_a_few_pages_on_an_analyzed_backlog_of_one_type(
@@ -281,7 +260,7 @@ def test_the_workers_claim_reads_a_few_pages_on_an_analyzed_backlog_of_one_type(
     assert len(plans) == 7, notices
     for plan in plans:
         assert "tasks_claim_type_idx" in plan, plan
-        assert _most_pages_read(plan) < 200, plan  # a few pages, not 100,000 rows' worth
+        assert most_pages_read(plan) < 200, plan  # a few pages, not 100,000 rows' worth
 
 
 def test_when_the_next_task_is_due_is_found_in_a_few_pages_behind_a_large_backlog(
@@ -301,4 +280,4 @@ def test_when_the_next_task_is_due_is_found_in_a_few_pages_behind_a_large_backlo
         assert 3500 < due_in[0] <= 3600
     plans = [n for n in notices if "Query Text: SELECT listener.next_due_in" not in n]
     assert len(plans) >= 7 * 4, notices  # per call: send_email's probe, the other's three
-    assert max(_most_pages_read(plan) for plan in plans) < 200, plans
+    assert max(most_pages_read(plan) for plan in plans) < 200, plans
