@@ -35,8 +35,9 @@ log = get_logger("listener.watcher")
 
 # While watching, claim at least this often (the pickup latency of a skipped NOTIFY).
 WATCH_POLL_S = 0.005
-# Empty claims in a row (one every WATCH_POLL_S) before a watcher goes idle.
-IDLE_AFTER_EMPTY_CLAIMS = 3
+# Lean claims in a row (one every WATCH_POLL_S: empty, or one task with slots to
+# spare) before a watcher goes idle.
+IDLE_AFTER_LEAN_CLAIMS = 3
 # A claim that finds a task this soon after the last that found one starts a watch
 # (so does one that finds two): above ~500 tasks/s notifying commits queue up.
 WATCH_GAP_S = 0.002
@@ -100,7 +101,7 @@ class Watcher:
         self.kick = kick
         self.metrics = metrics
         self._poll_s = WATCH_POLL_S if poll_s is None else poll_s
-        idle = IDLE_AFTER_EMPTY_CLAIMS if idle_after is None else idle_after
+        idle = IDLE_AFTER_LEAN_CLAIMS if idle_after is None else idle_after
         self.plan = WatchPlan(
             idle, full_for_s=FULL_FOR_POLLS * self._poll_s, start_gap_s=WATCH_GAP_S
         )

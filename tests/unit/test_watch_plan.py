@@ -31,11 +31,28 @@ def test_one_task_per_claim_at_a_fast_pace_starts_watching() -> None:
     assert plan.wanted
 
 
-def test_once_watching_one_task_per_claim_keeps_the_watch() -> None:
+def test_once_watching_a_trickle_of_one_task_per_claim_ends_the_watch() -> None:
+    plan = _plan()  # ~200 tasks/s: a NOTIFY picks each up sooner than a 5 ms poll
+    plan.claimed(2, free_slots=8, now=0.0)
+    plan.claimed(1, free_slots=9, now=0.005)
+    plan.claimed(1, free_slots=9, now=0.010)
+    assert plan.wanted
+    plan.claimed(1, free_slots=9, now=0.015)
+    assert not plan.wanted
+
+
+def test_once_watching_two_tasks_per_claim_keep_the_watch() -> None:
     plan = _plan()
+    for n in range(10):
+        plan.claimed(2, free_slots=8, now=n * 0.005)
+    assert plan.wanted
+
+
+def test_one_task_per_claim_that_fills_the_last_slot_keeps_the_watch() -> None:
+    plan = _plan()  # slots busy: the claim was one task because one slot was free
     plan.claimed(2, free_slots=8, now=0.0)
     for n in range(1, 6):
-        plan.claimed(1, free_slots=9, now=n * 0.005)
+        plan.claimed(1, free_slots=0, now=n * 0.005)
     assert plan.wanted
 
 
@@ -55,12 +72,12 @@ def test_only_the_third_empty_claim_in_a_row_ends_the_watch() -> None:
     assert not plan.wanted
 
 
-def test_a_claim_that_finds_tasks_resets_the_count_of_empty_claims() -> None:
+def test_a_claim_that_finds_several_tasks_resets_the_count_of_lean_claims() -> None:
     plan = _plan()
     plan.claimed(2, free_slots=8, now=0.0)
     plan.claimed(0, free_slots=10, now=0.005)
-    plan.claimed(0, free_slots=10, now=0.010)
-    plan.claimed(1, free_slots=9, now=0.015)
+    plan.claimed(1, free_slots=9, now=0.010)
+    plan.claimed(2, free_slots=8, now=0.015)
     plan.claimed(0, free_slots=10, now=0.020)
     plan.claimed(0, free_slots=10, now=0.025)
     assert plan.wanted
