@@ -130,6 +130,7 @@ async def test_a_watcher_whose_listen_session_drops_still_claims_what_producers_
         with psycopg.connect(dsn, autocommit=True) as own:
             while not stop.is_set():
                 insert_one(own, "t")
+                insert_one(own, "t")  # two per ~2 ms: a watch, not a trickle
                 time.sleep(0.002)
 
     registry = noop_registry("t", seen=seen)
@@ -170,10 +171,11 @@ def test_when_the_watching_worker_is_killed_producers_notify_and_another_worker_
 
     def trickle() -> None:
         with psycopg.connect(dsn, autocommit=True) as own:
-            while not stop.is_set():
-                inserted.append(own.execute(
-                    "INSERT INTO tasks (type) VALUES ('noop') RETURNING id"
-                ).fetchone())  # fmt: skip
+            while not stop.is_set():  # two per ~2 ms: a watch, not a trickle
+                for _ in range(2):
+                    inserted.append(own.execute(
+                        "INSERT INTO tasks (type) VALUES ('noop') RETURNING id"
+                    ).fetchone())  # fmt: skip
                 time.sleep(0.002)
 
     watcher = WorkerProcess(dsn, "--poll-interval-s", str(NO_POLL), "--types", "noop")
@@ -188,7 +190,7 @@ def test_when_the_watching_worker_is_killed_producers_notify_and_another_worker_
         assert watch_holders(conn, ["noop"]) == holder  # the first one still watches
         watcher.stop()  # SIGKILL: its sessions end, and the watch lock with them
         killed_at = time.monotonic()
-        time.sleep(0.2)  # the trickle goes on: ~100 more tasks
+        time.sleep(0.2)  # the trickle goes on: ~200 more tasks
         stop.set()
         thread.join()
         wait_until(

@@ -68,6 +68,7 @@ def test_through_a_session_pooler_a_killed_watcher_gives_its_watch_back(
         with psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as own:
             while not stop.is_set():
                 insert_one(own, "noop")
+                insert_one(own, "noop")  # two per ~2 ms: a watch, not a trickle
                 time.sleep(0.002)
 
     worker = WorkerProcess(pooled, "--poll-interval-s", "60", "--types", "noop")

@@ -154,10 +154,11 @@ async def test_a_watching_worker_silences_producers_of_its_own_types_only(
     registry = noop_registry("a", "b", seen=seen)
     stop = threading.Event()
 
-    def trickle() -> None:  # keeps the worker for "a" awake: a task every ~2 ms
+    def trickle() -> None:  # keeps the worker for "a" watching
         with psycopg.connect(dsn, autocommit=True) as own:
             while not stop.is_set():
                 insert_one(own, "a")
+                insert_one(own, "a")  # two per ~2 ms: a watch, not a trickle
                 time.sleep(0.002)
 
     async with (
@@ -169,7 +170,7 @@ async def test_a_watching_worker_silences_producers_of_its_own_types_only(
         try:
             await eventually(lambda: set(watch_holders(conn, ["a", "b"])) == {"a"})
             heard_by_b = sample(for_b, NOTIFIED)
-            await anyio.sleep(0.3)  # ~150 inserts of type a
+            await anyio.sleep(0.3)  # ~300 inserts of type a
             assert sample(for_b, NOTIFIED) == heard_by_b  # silent: a watcher has them
             task_id, committed = insert_one(conn, "b")
             await eventually(lambda: task_id in seen, timeout_s=5)
@@ -241,6 +242,7 @@ async def test_the_watch_lock_lives_on_the_listen_session(
         with psycopg.connect(dsn, autocommit=True) as own:
             while not stop.is_set():
                 insert_one(own, "t")
+                insert_one(own, "t")  # two per ~2 ms: a watch, not a trickle
                 time.sleep(0.002)
 
     async with running_worker(dsn, noop_registry("t", seen=seen), poll_interval_s=NO_POLL):
