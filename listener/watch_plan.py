@@ -36,23 +36,18 @@ class WatchPlan:
         """
         if self.stopped:
             return
+        if self.wanted:
+            lean = count < 2 and free_slots > 0 and not backlog
+            self.lean_claims = self.lean_claims + 1 if lean else 0
+            if self.lean_claims >= self.idle_after:
+                self.wanted, self.lean_claims = False, 0
         if count == 0:
             self.full_since = None
-        lean = count < 2 and free_slots > 0 and not backlog
-        if lean and self.wanted:
-            self.lean_claims += 1
-            if self.lean_claims >= self.idle_after:
-                self.wanted = False
-        elif not lean:
-            self.lean_claims = 0
-        if count == 0:
             return
         previous, self.last_found_at = self.last_found_at, now
         soon = previous is not None and now - previous < self.start_gap_s
         if not self.wanted and count < 2 and not soon and not backlog:
             return  # one task per wake-up, and not in a hurry: NOTIFY is cheap here
-        if not self.wanted:
-            self.lean_claims = 0
         self.wanted = True
         if free_slots > 0:
             self.full_since = None
