@@ -42,9 +42,11 @@ def _claimed_batch(conn: psycopg.Connection[Any]) -> tuple[uuid.UUID, list[uuid.
     return token, ids
 
 
-def _update_plan(plans: list[str]) -> str:
+def _assert_rows_reached_by_primary_key(plans: list[str]) -> None:
     (plan,) = [p for p in plans if "Update on tasks" in p]
-    return plan
+    assert "Seq Scan on tasks" not in plan, plan
+    # Each row's index path and heap page, a few times over: not BATCH scans of the table.
+    assert most_pages_read(plan) < 20 * BATCH, plan
 
 
 def test_outcomes_of_a_large_batch_are_written_by_primary_key_on_a_table_never_analyzed(
@@ -64,10 +66,7 @@ def test_outcomes_of_a_large_batch_are_written_by_primary_key_on_a_table_never_a
     ).fetchall()
     assert all(row[2] for row in written)
     assert len(written) == BATCH
-    plan = _update_plan(plans)
-    assert "Seq Scan on tasks" not in plan, plan
-    # Each row's index path and heap page, a few times over: not BATCH scans of the table.
-    assert most_pages_read(plan) < 20 * BATCH, plan
+    _assert_rows_reached_by_primary_key(plans)
 
 
 def test_the_leases_of_a_large_batch_are_renewed_by_primary_key_on_a_table_never_analyzed(
@@ -90,6 +89,4 @@ def test_the_leases_of_a_large_batch_are_renewed_by_primary_key_on_a_table_never
     ).fetchall()
     assert all(row[2] for row in renewed)
     assert len(renewed) == BATCH
-    plan = _update_plan(plans)
-    assert "Seq Scan on tasks" not in plan, plan
-    assert most_pages_read(plan) < 20 * BATCH, plan
+    _assert_rows_reached_by_primary_key(plans)
