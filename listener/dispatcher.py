@@ -3,8 +3,11 @@
 Woken by NOTIFY, by freed slots (when the last claim filled every slot), by the timer
 for the next scheduled task (on the database's clock), and by a jittered fallback
 poll. Each wake claims in batches until a claim comes back short or the slots are
-full; a wake that claimed nothing is not followed by another claim sooner than
-``QUIET_FLOOR_S``, whatever wakes it.
+full; wakes that keep claiming nothing (a storm of notifications other workers
+answer) are followed by the next claim no sooner than a floor that doubles with
+each, up to ``QUIET_FLOOR_S``. The first empty claim has none: it is most often a
+notification for a task the claim before already took, and the next task's must
+not wait behind it.
 
 Claimed tasks wait in the registry's run queue. Idle slots are woken one at a time: a
 slot that takes a task wakes the next idle slot only if more tasks are queued, so
@@ -43,6 +46,7 @@ log = get_logger("listener.dispatcher")
 # so the claim loop, the writer of outcomes and the heartbeat keep their turns.
 YIELD_EVERY = 64
 QUIET_FLOOR_S = 0.01
+QUIET_FIRST_S = 0.001  # the floor after the second empty wake in a row
 OUTCOME_BACKLOG_MIN = 100
 # Claim ahead: under a backlog of fast tasks, claim what the slots will finish while the
 # next claim is on its way, so that they never wait for it (and each commit carries many
@@ -108,7 +112,8 @@ class Dispatcher:
         self._task_s: float | None = None  # a handler's run, on average (moving)
         self._claim_s: float | None = None  # a claim's round trip, on average (moving)
         self._next_due_at: float | None = None  # anyio clock
-        self._quiet_until = 0.0  # anyio clock: no claim before, after an empty wake
+        self._quiet_until = 0.0  # anyio clock: no claim before, after empty wakes
+        self._empty_wakes = 0  # in a row
         self._waiting_for_slot = False
         self._held_by_outcomes = False
 
@@ -230,7 +235,10 @@ class Dispatcher:
                 self.watch.after_claim(0, self.free_slots)  # wake-up protocol: found nothing
                 raise
             if claimed == 0:  # claims were sent and found nothing (not: no slot was free)
-                self._quiet_until = anyio.current_time() + QUIET_FLOOR_S
+                self._empty_wakes += 1
+                self._quiet_until = anyio.current_time() + quiet_floor_s(self._empty_wakes)
+            elif claimed:
+                self._empty_wakes = 0
 
     def _sleep_s(self) -> float | None:
         """The fallback poll (jittered), or sooner when a scheduled task falls due."""
@@ -430,6 +438,14 @@ class Dispatcher:
         elif self._waiting_for_slot:  # the claim loop sleeps without a timer: re-arm it
             self._waiting_for_slot = False
             self.wakeup.kick()
+
+
+def quiet_floor_s(empty_wakes: int) -> float:
+    """How long to wait before the next claim after ``empty_wakes`` empty ones in a row."""
+    if empty_wakes < 2:
+        return 0.0
+    doublings = min(empty_wakes - 2, 16)  # past the floor long before; no overflow
+    return min(QUIET_FLOOR_S, QUIET_FIRST_S * (1 << doublings))
 
 
 def _moving(average: float | None, sample: float) -> float:

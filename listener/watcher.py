@@ -35,12 +35,14 @@ log = get_logger("listener.watcher")
 
 # While watching, claim at least this often (the pickup latency of a skipped NOTIFY).
 WATCH_POLL_S = 0.005
-# Lean claims in a row (one every WATCH_POLL_S: empty, or one task with slots to
+# Lean claims in a row (one every WATCH_POLL_S: fewer tasks than WATCH_RATE, slots to
 # spare) before a watcher goes idle.
 IDLE_AFTER_LEAN_CLAIMS = 3
-# A claim that finds a task this soon after the last that found one starts a watch
-# (so does one that finds two): above ~500 tasks/s notifying commits queue up.
-WATCH_GAP_S = 0.002
+# Tasks per second, counted over the claims of the last WATCH_WINDOW_S, from which a
+# worker watches: above ~500 tasks/s notifying commits queue up; below, a NOTIFY picks
+# a task up sooner than a poll.
+WATCH_RATE = 400.0
+WATCH_WINDOW_S = 0.05
 # While a watcher's slots stay full, it sends a NOTIFY every this many polls.
 # A backlog a saturated watcher cannot take wakes the other workers within 100 ms; more
 # often costs a notifying commit each time, for nothing when no other worker is idle.
@@ -103,7 +105,10 @@ class Watcher:
         self._poll_s = WATCH_POLL_S if poll_s is None else poll_s
         idle = IDLE_AFTER_LEAN_CLAIMS if idle_after is None else idle_after
         self.plan = WatchPlan(
-            idle, full_for_s=FULL_FOR_POLLS * self._poll_s, start_gap_s=WATCH_GAP_S
+            idle,
+            full_for_s=FULL_FOR_POLLS * self._poll_s,
+            watch_rate=WATCH_RATE,
+            window_s=WATCH_WINDOW_S,
         )
         self.held: set[str] = set()  # watch locks held on the LISTEN session
         self.disabled = False  # the session turned out not to be one (a pooler)
@@ -137,8 +142,9 @@ class Watcher:
 
     @property
     def idle(self) -> bool:
-        """Not watching, and nothing owed: no gate pass, nor the claim after one."""
-        return not (self.held or self._owed or self._final_claim)
+        """Not watching nor about to, and nothing owed: no gate pass, nor the claim after one."""
+        about_to = self.plan.wanted and not self.disabled
+        return not (self.held or about_to or self._owed or self._final_claim)
 
     async def run(self) -> None:
         """Follow the plan until cancelled."""

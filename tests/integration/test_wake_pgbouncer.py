@@ -25,6 +25,7 @@ from tests.integration.wake_support import (
     noop_registry,
     race,
     sample,
+    watch_from_two_tasks,
     watch_holders,
     watch_idle_cycles,
 )
@@ -39,8 +40,12 @@ def via_session_pooler(pg_admin_dsn: str) -> Iterator[Callable[[str], str]]:
 
 
 async def test_through_a_session_pooler_no_wake_up_is_lost_and_watchers_silence_producers(
-    dsn: str, conn: psycopg.Connection[Any], via_session_pooler: Callable[[str], str]
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    via_session_pooler: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    watch_from_two_tasks(monkeypatch)  # rounds of six producers start and end watches
     pooled = via_session_pooler(dsn)
     seen: set[uuid.UUID] = set()
     rounds = Rounds(pooled, 6)

@@ -4,9 +4,10 @@ Many producers insert in rounds against one worker that polls every 60 s; each r
 ends only when every task of the round has been picked up, so a lost wake-up is not
 hidden by the next round's NOTIFY: the round waits, and fails. Producers hold some
 transactions open after their INSERT, so commits land while the worker passes the
-gate. The worker is made to go idle after one lean claim (instead of three) so that
-it goes idle thousands of times in the time CI can give this test; the protocol is
-the same (the claims before the last one only delay it).
+gate. The worker is made to go idle after one lean claim (instead of three), and to
+watch from two tasks within 2 ms, so that it goes idle thousands of times in the time
+CI can give this test; the protocol is the same (the claims before the last one only
+delay it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.integration.wake_support import (
     pickup_delays_s,
     race,
     sample,
+    watch_from_two_tasks,
     watch_idle_cycles,
 )
 
@@ -46,6 +48,7 @@ async def test_no_wake_up_is_lost_while_producers_race_a_worker_going_idle(
     dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(watcher_module, "IDLE_AFTER_LEAN_CLAIMS", 1)
+    watch_from_two_tasks(monkeypatch)
     seen: set[uuid.UUID] = set()
     rounds = Rounds(dsn, PRODUCERS)
     for thread in rounds.threads:
