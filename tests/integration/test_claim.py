@@ -281,3 +281,47 @@ def test_when_the_next_task_is_due_is_found_in_a_few_pages_behind_a_large_backlo
     plans = [n for n in notices if "Query Text: SELECT listener.next_due_in" not in n]
     assert len(plans) >= 7 * 4, notices  # per call: send_email's probe, the other's three
     assert max(most_pages_read(plan) for plan in plans) < 200, plans
+
+
+def _claim_batch_params(types: list[str]) -> dict[str, Any]:
+    return {
+        "worker_id": "w", "token": uuid.uuid4(), "limit": 10, "types": types,
+        "attempt_limits": [3] * len(types), "lease_s": 30.0,
+        "concurrency": None, "rate_counts": None, "rate_windows_s": None,
+    }  # fmt: skip
+
+
+def _calls_this_transaction(conn: psycopg.Connection[Any], function: str) -> int:
+    row = conn.execute(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions "
+        "WHERE schemaname = 'listener' AND funcname = %s",
+        (function,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_short_claim_asks_no_more_than_its_outlook_needs(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A trickle's claim (one task, no limits) was half outlook: the limits' report and
+    next_due_in, each planned afresh, ran after every short claim (2.1 ms against the
+    bare claim's 0.75). Neither runs when no type has a limit nor a pending task."""
+    conn.execute("SET track_functions = 'all'")
+    _insert(conn, "send_email")
+    with conn.transaction(force_rollback=True):
+        rows = conn.execute(query("claim_batch"), _claim_batch_params(["send_email", "sms"]))
+        assert [r[1] for r in rows.fetchall()] == ["send_email", None]  # a task, the outlook
+        assert _calls_this_transaction(conn, "next_due_in") == 0
+        assert _calls_this_transaction(conn, "limit_room") == 0
+
+
+def test_a_short_claim_still_says_when_a_scheduled_task_falls_due(
+    conn: psycopg.Connection[Any],
+) -> None:
+    _insert(conn, "sms", run_at="now() + interval '1 hour'")
+    rows = conn.execute(query("claim_batch"), _claim_batch_params(["send_email", "sms"]))
+    (outlook_row,) = rows.fetchall()
+    outlook = outlook_row[-1]
+    assert 3500 < outlook["next_due_in_s"] <= 3600
+    assert not outlook["throttled"]
