@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 class WatchPlan:
     idle_after: int  # lean claims in a row before going idle
     full_for_s: float  # slots full this long (so no claim): hand off with a NOTIFY
-    watch_rate: float = 400.0  # tasks per second found ...
-    window_s: float = 0.05  # ... by the claims of this window
+    watch_rate: float  # tasks per second found ...
+    window_s: float  # ... by the claims of this window (listener/watcher.py sets both)
     wanted: bool = False
     stopped: bool = False
     lean_claims: int = 0  # in a row: below the rate, with slots to spare

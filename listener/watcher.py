@@ -35,7 +35,7 @@ log = get_logger("listener.watcher")
 
 # While watching, claim at least this often (the pickup latency of a skipped NOTIFY).
 WATCH_POLL_S = 0.005
-# Lean claims in a row (one every WATCH_POLL_S: fewer tasks than WATCH_RATE, slots to
+# Lean claims in a row (one every WATCH_POLL_S: the rate below WATCH_RATE, slots to
 # spare) before a watcher goes idle.
 IDLE_AFTER_LEAN_CLAIMS = 3
 # Tasks per second, counted over the claims of the last WATCH_WINDOW_S, from which a

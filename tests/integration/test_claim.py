@@ -230,6 +230,14 @@ def _analyzed_backlog_of_one_type(conn: psycopg.Connection[Any]) -> list[str]:
     return collect_plans(conn)
 
 
+def _claim_batch_params(types: list[str]) -> dict[str, Any]:
+    return {
+        "worker_id": "w", "token": uuid.uuid4(), "limit": 10, "types": types,
+        "attempt_limits": [3] * len(types), "lease_s": 30.0,
+        "concurrency": None, "rate_counts": None, "rate_windows_s": None,
+    }  # fmt: skip
+
+
 def test_the_workers_claim_reads_a_few_pages_on_an_analyzed_backlog_of_one_type(
     conn: psycopg.Connection[Any],
 ) -> None:
@@ -241,17 +249,7 @@ def test_the_workers_claim_reads_a_few_pages_on_an_analyzed_backlog_of_one_type(
     function really runs, the first five (custom) and the cached generic ones after.
     """
     notices = _analyzed_backlog_of_one_type(conn)
-    params = {
-        "worker_id": "w",
-        "token": uuid.uuid4(),
-        "limit": 10,
-        "types": ["send_email", "generate_care_plan"],
-        "attempt_limits": [3, 3],
-        "lease_s": 30.0,
-        "concurrency": None,
-        "rate_counts": None,
-        "rate_windows_s": None,
-    }
+    params = _claim_batch_params(["send_email", "generate_care_plan"])
     for _ in range(7):
         with conn.transaction(force_rollback=True):
             rows = conn.execute(query("claim_batch"), params).fetchall()
@@ -281,14 +279,6 @@ def test_when_the_next_task_is_due_is_found_in_a_few_pages_behind_a_large_backlo
     plans = [n for n in notices if "Query Text: SELECT listener.next_due_in" not in n]
     assert len(plans) >= 7 * 4, notices  # per call: send_email's probe, the other's three
     assert max(most_pages_read(plan) for plan in plans) < 200, plans
-
-
-def _claim_batch_params(types: list[str]) -> dict[str, Any]:
-    return {
-        "worker_id": "w", "token": uuid.uuid4(), "limit": 10, "types": types,
-        "attempt_limits": [3] * len(types), "lease_s": 30.0,
-        "concurrency": None, "rate_counts": None, "rate_windows_s": None,
-    }  # fmt: skip
 
 
 def _calls_this_transaction(conn: psycopg.Connection[Any], function: str) -> int:
