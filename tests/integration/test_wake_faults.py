@@ -22,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 from tests.integration.engine_support import eventually, running_worker, wait_until
 from tests.integration.wake_support import (
     insert_one,
+    keep_watched,
     noop_registry,
     sample,
     settled_idle,
@@ -128,10 +129,7 @@ async def test_a_watcher_whose_listen_session_drops_still_claims_what_producers_
 
     def trickle() -> None:  # keeps the worker watching
         with psycopg.connect(dsn, autocommit=True) as own:
-            while not stop.is_set():
-                insert_one(own, "t")
-                insert_one(own, "t")  # two per ~2 ms: a watch, not a trickle
-                time.sleep(0.002)
+            keep_watched(own, "t", stop)
 
     registry = noop_registry("t", seen=seen)
     async with running_worker(flaky.dsn, registry, poll_interval_s=NO_POLL) as w:
@@ -167,16 +165,10 @@ def test_when_the_watching_worker_is_killed_producers_notify_and_another_worker_
     from tests.integration.engine_support import WorkerProcess
 
     stop = threading.Event()
-    inserted: list[Any] = []
 
     def trickle() -> None:
         with psycopg.connect(dsn, autocommit=True) as own:
-            while not stop.is_set():  # two per ~2 ms: a watch, not a trickle
-                for _ in range(2):
-                    inserted.append(own.execute(
-                        "INSERT INTO tasks (type) VALUES ('noop') RETURNING id"
-                    ).fetchone())  # fmt: skip
-                time.sleep(0.002)
+            keep_watched(own, "noop", stop)
 
     watcher = WorkerProcess(dsn, "--poll-interval-s", str(NO_POLL), "--types", "noop")
     other: WorkerProcess | None = None
@@ -190,7 +182,7 @@ def test_when_the_watching_worker_is_killed_producers_notify_and_another_worker_
         assert watch_holders(conn, ["noop"]) == holder  # the first one still watches
         watcher.stop()  # SIGKILL: its sessions end, and the watch lock with them
         killed_at = time.monotonic()
-        time.sleep(0.2)  # the trickle goes on: ~200 more tasks
+        time.sleep(0.2)  # the bursts go on: several hundred more tasks
         stop.set()
         thread.join()
         wait_until(

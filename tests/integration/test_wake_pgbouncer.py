@@ -8,7 +8,6 @@ the client goes away, PgBouncer's reset query (DISCARD ALL) gives the locks back
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from tests.integration.pgbouncer_support import pgbouncer
 from tests.integration.wake_support import (
     Rounds,
     insert_one,
+    keep_watched,
     noop_registry,
     race,
     sample,
@@ -71,10 +71,7 @@ def test_through_a_session_pooler_a_killed_watcher_gives_its_watch_back(
 
     def trickle() -> None:
         with psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as own:
-            while not stop.is_set():
-                insert_one(own, "noop")
-                insert_one(own, "noop")  # two per ~2 ms: a watch, not a trickle
-                time.sleep(0.002)
+            keep_watched(own, "noop", stop)
 
     worker = WorkerProcess(pooled, "--poll-interval-s", "60", "--types", "noop")
     thread = threading.Thread(target=trickle)

@@ -24,6 +24,7 @@ from listener import create_task, create_tasks, new_task
 from tests.integration.engine_support import eventually, running_worker
 from tests.integration.wake_support import (
     insert_one,
+    keep_watched,
     noop_registry,
     pickup_delays_s,
     sample,
@@ -157,10 +158,7 @@ async def test_a_watching_worker_silences_producers_of_its_own_types_only(
 
     def trickle() -> None:  # keeps the worker for "a" watching
         with psycopg.connect(dsn, autocommit=True) as own:
-            while not stop.is_set():
-                insert_one(own, "a")
-                insert_one(own, "a")  # two per ~2 ms: a watch, not a trickle
-                time.sleep(0.002)
+            keep_watched(own, "a", stop)
 
     async with (
         running_worker(dsn, registry, types=["a"], poll_interval_s=NO_POLL) as for_a,
@@ -170,8 +168,11 @@ async def test_a_watching_worker_silences_producers_of_its_own_types_only(
         thread.start()
         try:
             await eventually(lambda: set(watch_holders(conn, ["a", "b"])) == {"a"})
+            # Producers that looked at the watch lock just before it was taken notify as
+            # they commit: let those land before counting.
+            await anyio.sleep(0.1)
             heard_by_b = sample(for_b, NOTIFIED)
-            await anyio.sleep(0.3)  # ~300 inserts of type a
+            await anyio.sleep(0.3)  # thousands of inserts of type a
             assert sample(for_b, NOTIFIED) == heard_by_b  # silent: a watcher has them
             task_id, committed = insert_one(conn, "b")
             await eventually(lambda: task_id in seen, timeout_s=5)
@@ -241,10 +242,7 @@ async def test_the_watch_lock_lives_on_the_listen_session(
 
     def trickle() -> None:
         with psycopg.connect(dsn, autocommit=True) as own:
-            while not stop.is_set():
-                insert_one(own, "t")
-                insert_one(own, "t")  # two per ~2 ms: a watch, not a trickle
-                time.sleep(0.002)
+            keep_watched(own, "t", stop)
 
     async with running_worker(dsn, noop_registry("t", seen=seen), poll_interval_s=NO_POLL):
         thread = threading.Thread(target=trickle)

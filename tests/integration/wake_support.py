@@ -78,6 +78,22 @@ def pickup_delays_s(conn: psycopg.Connection[Any], committed: dict[Any, float]) 
     return sorted(float(started) - committed[task_id] for task_id, started in rows)
 
 
+# Rows per INSERT while keeping a worker watching, one INSERT per ~2 ms: one burst is
+# enough for the shipped watch bar (400 tasks/s over 50 ms: 20 tasks), so the watch
+# holds even when a loaded machine (or the GIL) stretches the pause to tens of ms.
+WATCHED_BURST = 5
+
+
+def keep_watched(conn: psycopg.Connection[Any], task_type: str, stop: threading.Event) -> None:
+    """Insert bursts of ``task_type`` tasks until ``stop``: a worker for it watches."""
+    while not stop.is_set():
+        conn.execute(
+            "INSERT INTO tasks (type) SELECT %s FROM generate_series(1, %s)",
+            (task_type, WATCHED_BURST),
+        )
+        time.sleep(0.002)
+
+
 def insert_one(conn: psycopg.Connection[Any], task_type: str) -> tuple[Any, float]:
     """A plain-SQL producer: one row, autocommit. Returns (id, commit time)."""
     row = conn.execute("INSERT INTO tasks (type) VALUES (%s) RETURNING id", (task_type,)).fetchone()
