@@ -203,7 +203,8 @@ def _limit_json(limit: LimitStatus) -> dict[str, Any]:
 
 
 def _status_text(status: queue_status.QueueStatus) -> str:
-    lines = ["tasks (pending and processing: all; finished: last 24 h)"]
+    window_min = queue_status.FINISHED_WINDOW_S // 60
+    lines = [f"tasks (pending and processing: all; finished: last {window_min} min)"]
     if not status.counts:
         lines.append("  (none)")
     width = max((len(t) for _, t, _ in status.counts), default=4)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from listener.store import ui as store
+from listener.store.status import FINISHED_WINDOW_S
 
-FINISHED_WINDOW_S = 86_400  # `listener status` counts finished tasks of the last day
 OLDEST_DUE_WARN_S = 300.0  # ListenerOldestPendingTaskTooOld fires at 5 min too
 NONE = "\N{EN DASH}"  # shown where a value is missing
 

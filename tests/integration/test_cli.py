@@ -156,7 +156,9 @@ def _seed_status(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
         "INSERT INTO tasks (type, status, completed_at) VALUES "
         "('send_email', 'completed', now()), ('send_email', 'failed', now()),"
-        "('ancient', 'completed', now() - interval '3 days')"
+        "('ancient', 'completed', now() - interval '3 days'),"
+        # Finished over an hour ago: outside the window finished work is counted in.
+        "('send_email', 'completed', now() - interval '61 minutes')"
     )
     conn.execute(
         "INSERT INTO listener.workers (id, hostname, pid, types, concurrency) "
@@ -197,6 +199,7 @@ def test_status_text_shows_the_same_facts(dsn: str, conn: psycopg.Connection[Any
     result = run_cli("status", "--dsn", dsn)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    assert lines[0] == "tasks (pending and processing: all; finished: last 60 min)"
     assert any(line.split() == ["pending", "send_email", "2"] for line in lines)
     assert any(line.startswith("oldest due pending task: ") for line in lines)
     assert "live workers: 1" in lines
