@@ -48,6 +48,10 @@ WATCH_WINDOW_S = 0.05
 # often costs a notifying commit each time, for nothing when no other worker is idle.
 FULL_FOR_POLLS = 20
 GATE_RETRY_S = 0.2
+# A type refused a watch is tried again at a claim at least this long after: a
+# producer's shared look at W(type) refuses it for an instant, another worker's watch
+# for as long as that lasts (a try is a statement on the LISTEN session).
+WATCH_RETRY_S = 0.05
 STOP_DEADLINE_S = 5.0  # for the last release and gate pass when the worker stops
 
 
@@ -113,7 +117,9 @@ class Watcher:
         self.held: set[str] = set()  # watch locks held on the LISTEN session
         self.disabled = False  # the session turned out not to be one (a pooler)
         self._changed = Wakeup()
-        self._attempt_due = False  # try to watch (once per wish to watch)
+        self._attempt_due = False  # try to watch (once per wish, again per claim if refused)
+        self._acquiring = False  # a try is in flight on the LISTEN session
+        self._retry_at = 0.0  # when a refused type may be tried again
         self._owed: set[str] = set()  # given back or lost; the gate pass is owed
         self._owed_reason = "idle"
         self._final_claim = False  # the next claim is the one after a gate pass
@@ -132,6 +138,17 @@ class Watcher:
             self._changed.kick()
         elif (self.plan.full_since is None) != (full is None):
             self._changed.kick()  # arm or disarm the hand-off timer
+        if self._retry_due():
+            # The plan stays as it is while claims keep up the rate, so a refused type
+            # would otherwise go unwatched until the next wish to watch.
+            self._attempt_due = True
+            self._changed.kick()
+
+    def _retry_due(self) -> bool:
+        """Wanted, a type was refused long enough ago, and no try is due or in flight."""
+        if not self.plan.wanted or self.disabled or self._attempt_due or self._acquiring:
+            return False
+        return len(self.held) < len(self.types) and anyio.current_time() >= self._retry_at
 
     def poll_s(self) -> float | None:
         return self._poll_s if self.held and self.plan.wanted else None
@@ -143,8 +160,8 @@ class Watcher:
     @property
     def idle(self) -> bool:
         """Not watching nor about to, and nothing owed: no gate pass, nor the claim after one."""
-        about_to = self.plan.wanted and not self.disabled
-        return not (self.held or about_to or self._owed or self._final_claim)
+        trying = (self._attempt_due or self._acquiring) and self.plan.wanted and not self.disabled
+        return not (self.held or trying or self._owed or self._final_claim)
 
     async def run(self) -> None:
         """Follow the plan until cancelled."""
@@ -182,6 +199,8 @@ class Watcher:
         async def acquire(conn: psycopg.AsyncConnection[Any], pid: int) -> tuple[set[str], int]:
             return await store.acquire_watch(conn, pid, types), self.notifier.session
 
+        self._acquiring = True
+        self._retry_at = anyio.current_time() + WATCH_RETRY_S  # for any type refused
         try:
             granted, session = await self.notifier.on_session(acquire)
         except SessionLost:
@@ -189,6 +208,8 @@ class Watcher:
         except psycopg.Error as exc:
             log.warning("watch.failed", step="acquire", error=_one_line(exc))
             return
+        finally:
+            self._acquiring = False
         if session != self.notifier.session or not self.notifier.listening:
             self._owe(granted, "lost")  # that session is gone, and its locks with it
         elif granted:

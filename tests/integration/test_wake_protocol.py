@@ -298,3 +298,58 @@ async def test_wishing_to_watch_again_before_the_watch_ended_takes_no_lock_twice
         holders = watch_holders(conn, ["t", "slow"])
         release.set()
     assert holders == {}  # a lock taken twice would be given back once, and kept
+
+
+async def test_a_watch_refused_by_a_producers_look_is_taken_at_a_later_claim(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watch_from_two_tasks(monkeypatch)
+    release, running = anyio.Event(), anyio.Event()
+    registry = noop_registry("t")
+
+    from listener.registry import handler
+
+    @handler("slow", registry=registry)
+    async def slow(task: Any) -> None:
+        running.set()
+        await release.wait()
+
+    # A producer's trigger holds W(t) shared for an instant; held here, it stays.
+    looking = psycopg.connect(dsn, autocommit=True)
+    async with running_worker(
+        dsn, registry, concurrency=1, poll_interval_s=NO_POLL, grace_s=0.1
+    ) as w:
+        conn.execute("INSERT INTO tasks (type) VALUES ('slow')")
+        await running.wait()
+        await settled_idle(w)
+        watch = watcher_of(w)
+        looking.execute("SELECT pg_advisory_lock_shared(listener.wake_watch_key('t'))")
+        watch.after_claim(2, 8)  # busy claims: the plan wants a watch, and keeps wanting
+        await eventually(lambda: watch.held == {"slow"})  # t refused
+        looking.execute("SELECT pg_advisory_unlock_shared(listener.wake_watch_key('t'))")
+        await anyio.sleep(0.06)  # past WATCH_RETRY_S
+        watch.after_claim(2, 8)  # the rate still holds: the plan's wish does not change
+        await eventually(lambda: watch.held == {"t", "slow"})
+        assert set(watch_holders(conn, ["t", "slow"])) == {"t", "slow"}
+        release.set()
+    looking.close()
+
+
+async def test_a_worker_refused_every_watch_settles_idle_without_another_claim(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watch_from_two_tasks(monkeypatch)
+    looking = psycopg.connect(dsn, autocommit=True)
+    looking.execute("SELECT pg_advisory_lock_shared(listener.wake_watch_key('t'))")
+    try:
+        async with running_worker(dsn, noop_registry("t"), poll_interval_s=NO_POLL) as w:
+            await settled_idle(w)
+            watch = watcher_of(w)
+            watch.after_claim(2, 8)  # a busy claim wants a watch; the try is refused
+            # Not watching, nothing owed, no try in flight: idle, although the plan still
+            # wants a watch (it changes only at claims, and none is coming).
+            await settled_idle(w, timeout_s=5.0)
+            assert watch.plan.wanted
+            assert watch.held == set()
+    finally:
+        looking.close()
