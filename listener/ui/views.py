@@ -104,7 +104,7 @@ def health(data: dict[str, Any]) -> list[dict[str, str]]:
                 "message": f"the oldest due task has waited {seconds(oldest['age_s'])}",
             }
         )
-    failed = sum(m["failed"] for m in data["throughput"])
+    failed = sum(data["counts"].get("failed", {}).values())  # the hour the table counts
     if failed:
         found.append({"level": "warn", "message": f"{failed} tasks failed in the last hour"})
     if not found:

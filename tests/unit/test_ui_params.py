@@ -61,11 +61,13 @@ def test_an_overlong_parameter_is_refused() -> None:
 
 
 def test_health_says_healthy_only_when_nothing_is_wrong() -> None:
-    quiet = {"counts": {}, "workers": [{"id": "w"}], "unhandled_pending": {},
-             "oldest_due_pending": None, "throughput": [{"failed": 0}]}  # fmt: skip
+    quiet = {"counts": {"completed": {"send_email": 9}}, "workers": [{"id": "w"}],
+             "unhandled_pending": {}, "oldest_due_pending": None}  # fmt: skip
     assert [f["level"] for f in views.health(quiet)] == ["ok"]
-    stuck = {**quiet, "workers": [], "counts": {"pending": {"send_email": 3}},
-             "oldest_due_pending": {"age_s": 600.0}, "throughput": [{"failed": 2}]}  # fmt: skip
+    # Failures are the counts' (the last hour to the second), not the chart's minutes.
+    stuck = {**quiet, "workers": [], "oldest_due_pending": {"age_s": 600.0},
+             "counts": {"pending": {"send_email": 3}, "failed": {"send_email": 1, "report": 1}},
+             "throughput": [{"failed": 0}]}  # fmt: skip
     assert [f["message"] for f in views.health(stuck)] == [
         "no live worker (3 pending tasks)",
         "the oldest due task has waited 10 min",
