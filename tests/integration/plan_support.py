@@ -34,3 +34,17 @@ def most_pages_read(plan: str) -> int:
     ]
     assert pages, plan
     return max(pages)
+
+
+def most_rows_visited(plan: str) -> int:
+    """The most rows any executed node of the plan produced (rows x loops) or threw away
+    in a join filter: what a statement looked at, whatever its buffers say."""
+    counts = [  # PostgreSQL 18 prints rows with two decimals
+        round(float(rows) * int(loops))
+        for rows, loops in re.findall(
+            r"actual time=[\d.]+\.\.[\d.]+ rows=([\d.]+) loops=(\d+)", plan
+        )
+    ]
+    counts += [int(n) for n in re.findall(r"Rows Removed by Join Filter: (\d+)", plan)]
+    assert counts, plan
+    return max(counts)
