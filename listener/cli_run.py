@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import psycopg
@@ -221,18 +221,18 @@ async def _serve(worker: Worker, metrics_host: str, metrics_port: int) -> None:
             if not worker.stop_requested:
                 log.error("worker.crashed", error="the worker stopped without being asked to")
             code = 0 if worker.stop_requested else 1
-            tg.cancel_scope.cancel()
+            # Drained, tasks put back, connections closed: leave from here, with the
+            # signal receiver still installed. Closing it (the task group's cancel)
+            # puts back the default action, and a stop signal in the moment before
+            # the exit killed the process (exit -15 after a clean drain).
+            _exit_now(code, server)
     except BaseException as exc:  # an engine fault: supervisors must restart us
         log.error("worker.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
         code = 1
     finally:
-        if server is not None:
-            server.close()
-        # Drained, tasks put back, connections closed: leave from here, with the
-        # signal receiver still installed. The interpreter's own shutdown would
-        # wait for any thread still running an abandoned (timed-out) sync handler,
-        # and a stop signal meanwhile would meet the default, fatal, action.
-        _exit_now(code)
+        # The interpreter's own shutdown would wait for any thread still running an
+        # abandoned (timed-out) sync handler.
+        _exit_now(code, server)
 
 
 async def _handle_signals(worker: Worker) -> None:
@@ -245,7 +245,13 @@ async def _handle_signals(worker: Worker) -> None:
             worker.request_stop(None if count == 1 else 0.0)
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int, server: Any) -> NoReturn:
+    # Stop signals from here on change nothing: the process is leaving with ``code``.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    if server is not None:
+        with contextlib.suppress(Exception):
+            server.close()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

@@ -17,6 +17,7 @@ import pytest
 from listener import create_task, create_tasks, new_task
 from tests.integration.engine_support import (
     WorkerProcess,
+    free_port,
     ledger,
     statuses,
     wait_until,
@@ -117,12 +118,16 @@ def test_second_sigterm_puts_running_tasks_back_at_once(
     assert _row(conn, task_id) == ("pending", 1, None, INTERRUPTED)
 
 
+@pytest.mark.parametrize("metrics", ["no endpoint", "endpoint on"])
 def test_a_storm_of_stop_signals_still_ends_in_a_clean_exit_with_the_task_released(
-    dsn: str, conn: psycopg.Connection[Any]
+    dsn: str, conn: psycopg.Connection[Any], metrics: str
 ) -> None:
     # Signals keep arriving through the drain, the release and interpreter exit:
-    # none of them may turn the clean exit into a death by signal.
-    with worker_processes(dsn, 1, "--grace-s", "60") as (worker,):
+    # none of them may turn the clean exit into a death by signal. With the metrics
+    # endpoint on (the default), closing it takes up to half a second on the way out.
+    endpoint = ["--metrics-host", "127.0.0.1", "--metrics-port", str(free_port())]
+    flags = ["--grace-s", "60", *(endpoint if metrics == "endpoint on" else [])]
+    with worker_processes(dsn, 1, *flags) as (worker,):
         task_id = create_task("announced_sleep", {"s": 60}, conn=conn)
         wait_until(lambda: f"handler.started {task_id}".encode() in worker.log())
         deadline = time.monotonic() + 30
