@@ -8,12 +8,13 @@ any watch are over) before the insert that it measures.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -258,10 +259,11 @@ async def test_the_watch_lock_lives_on_the_listen_session(
     assert row == ("listener:listen",)
 
 
-async def test_wishing_to_watch_again_before_the_watch_ended_takes_no_lock_twice(
-    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    watch_from_two_tasks(monkeypatch)
+@contextlib.asynccontextmanager
+async def _its_one_slot_taken(dsn: str, conn: psycopg.Connection[Any]) -> AsyncIterator[Any]:
+    """A worker for "t" and "slow" with one slot, taken by a "slow" task until the
+    block ends, settled idle: the dispatcher claims nothing, so the test tells
+    the watcher what its claims found, in an order the dispatcher could produce."""
     registry = noop_registry("t")
     release, running = anyio.Event(), anyio.Event()
 
@@ -272,14 +274,23 @@ async def test_wishing_to_watch_again_before_the_watch_ended_takes_no_lock_twice
         running.set()
         await release.wait()
 
-    # One slot, taken: the dispatcher claims nothing, the test tells the watcher what
-    # its claims found, in an order the dispatcher could produce under load.
     async with running_worker(
         dsn, registry, concurrency=1, poll_interval_s=NO_POLL, grace_s=0.1
     ) as w:
         conn.execute("INSERT INTO tasks (type) VALUES ('slow')")
         await running.wait()
         await settled_idle(w)
+        try:
+            yield w
+        finally:
+            release.set()
+
+
+async def test_wishing_to_watch_again_before_the_watch_ended_takes_no_lock_twice(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watch_from_two_tasks(monkeypatch)
+    async with _its_one_slot_taken(dsn, conn) as w:
         watch = watcher_of(w)
         watch.after_claim(2, 8)
         await eventually(lambda: watch.held == {"t", "slow"})
@@ -296,7 +307,6 @@ async def test_wishing_to_watch_again_before_the_watch_ended_takes_no_lock_twice
         idle = {"reason": "idle"}
         await eventually(lambda: sample(w, "listener_watch_releases_total", idle) == 1)
         holders = watch_holders(conn, ["t", "slow"])
-        release.set()
     assert holders == {}  # a lock taken twice would be given back once, and kept
 
 
@@ -304,24 +314,9 @@ async def test_a_watch_refused_by_a_producers_look_is_taken_at_a_later_claim(
     dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watch_from_two_tasks(monkeypatch)
-    release, running = anyio.Event(), anyio.Event()
-    registry = noop_registry("t")
-
-    from listener.registry import handler
-
-    @handler("slow", registry=registry)
-    async def slow(task: Any) -> None:
-        running.set()
-        await release.wait()
-
     # A producer's trigger holds W(t) shared for an instant; held here, it stays.
     looking = psycopg.connect(dsn, autocommit=True)
-    async with running_worker(
-        dsn, registry, concurrency=1, poll_interval_s=NO_POLL, grace_s=0.1
-    ) as w:
-        conn.execute("INSERT INTO tasks (type) VALUES ('slow')")
-        await running.wait()
-        await settled_idle(w)
+    async with _its_one_slot_taken(dsn, conn) as w:
         watch = watcher_of(w)
         looking.execute("SELECT pg_advisory_lock_shared(listener.wake_watch_key('t'))")
         watch.after_claim(2, 8)  # busy claims: the plan wants a watch, and keeps wanting
@@ -331,7 +326,6 @@ async def test_a_watch_refused_by_a_producers_look_is_taken_at_a_later_claim(
         watch.after_claim(2, 8)  # the rate still holds: the plan's wish does not change
         await eventually(lambda: watch.held == {"t", "slow"})
         assert set(watch_holders(conn, ["t", "slow"])) == {"t", "slow"}
-        release.set()
     looking.close()
 
 
