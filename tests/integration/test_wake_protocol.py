@@ -316,17 +316,19 @@ async def test_a_watch_refused_by_a_producers_look_is_taken_at_a_later_claim(
     watch_from_two_tasks(monkeypatch)
     # A producer's trigger holds W(t) shared for an instant; held here, it stays.
     looking = psycopg.connect(dsn, autocommit=True)
-    async with _its_one_slot_taken(dsn, conn) as w:
-        watch = watcher_of(w)
-        looking.execute("SELECT pg_advisory_lock_shared(listener.wake_watch_key('t'))")
-        watch.after_claim(2, 8)  # busy claims: the plan wants a watch, and keeps wanting
-        await eventually(lambda: watch.held == {"slow"})  # t refused
-        looking.execute("SELECT pg_advisory_unlock_shared(listener.wake_watch_key('t'))")
-        await anyio.sleep(0.06)  # past WATCH_RETRY_S
-        watch.after_claim(2, 8)  # the rate still holds: the plan's wish does not change
-        await eventually(lambda: watch.held == {"t", "slow"})
-        assert set(watch_holders(conn, ["t", "slow"])) == {"t", "slow"}
-    looking.close()
+    try:
+        async with _its_one_slot_taken(dsn, conn) as w:
+            watch = watcher_of(w)
+            looking.execute("SELECT pg_advisory_lock_shared(listener.wake_watch_key('t'))")
+            watch.after_claim(2, 8)  # busy claims: the plan wants a watch, and keeps wanting
+            await eventually(lambda: watch.held == {"slow"})  # t refused
+            looking.execute("SELECT pg_advisory_unlock_shared(listener.wake_watch_key('t'))")
+            await anyio.sleep(0.06)  # past WATCH_RETRY_S
+            watch.after_claim(2, 8)  # the rate still holds: the plan's wish does not change
+            await eventually(lambda: watch.held == {"t", "slow"})
+            assert set(watch_holders(conn, ["t", "slow"])) == {"t", "slow"}
+    finally:
+        looking.close()
 
 
 async def test_a_worker_refused_every_watch_settles_idle_without_another_claim(
