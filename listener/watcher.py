@@ -131,24 +131,24 @@ class Watcher:
             self._final_claim = False
             if claimed:
                 self.metrics.watch_final_claimed.inc(claimed)
-        wanted, full = self.plan.wanted, self.plan.full_since
-        self.plan.claimed(claimed, free_slots, anyio.current_time(), backlog=backlog)
+        wanted, full, now = self.plan.wanted, self.plan.full_since, anyio.current_time()
+        self.plan.claimed(claimed, free_slots, now, backlog=backlog)
         if self.plan.wanted != wanted:
             self._attempt_due = self.plan.wanted
             self._changed.kick()
         elif (self.plan.full_since is None) != (full is None):
             self._changed.kick()  # arm or disarm the hand-off timer
-        if self._retry_due():
+        if self._retry_due(now):
             # The plan stays as it is while claims keep up the rate, so a refused type
             # would otherwise go unwatched until the next wish to watch.
             self._attempt_due = True
             self._changed.kick()
 
-    def _retry_due(self) -> bool:
+    def _retry_due(self, now: float) -> bool:
         """Wanted, a type was refused long enough ago, and no try is due or in flight."""
         if not self.plan.wanted or self.disabled or self._attempt_due or self._acquiring:
             return False
-        return len(self.held) < len(self.types) and anyio.current_time() >= self._retry_at
+        return len(self.held) < len(self.types) and now >= self._retry_at
 
     def poll_s(self) -> float | None:
         return self._poll_s if self.held and self.plan.wanted else None
