@@ -7,6 +7,9 @@ from typing import Any
 
 import psycopg
 
+NODE = re.compile(r"actual time=[\d.]+\.\.[\d.]+ rows=(?P<rows>[\d.]+) loops=(?P<loops>\d+)")
+REMOVED = re.compile(r"Rows Removed by (?:Join )?Filter: (?P<rows>[\d.]+)")
+
 
 def collect_plans(conn: psycopg.Connection[Any]) -> list[str]:
     """Load auto_explain (session-local) and return the list its notices go to:
@@ -37,14 +40,17 @@ def most_pages_read(plan: str) -> int:
 
 
 def most_rows_visited(plan: str) -> int:
-    """The most rows any executed node of the plan produced (rows x loops) or threw away
-    in a join filter: what a statement looked at, whatever its buffers say."""
-    counts = [  # PostgreSQL 18 prints rows with two decimals
-        round(float(rows) * int(loops))
-        for rows, loops in re.findall(
-            r"actual time=[\d.]+\.\.[\d.]+ rows=([\d.]+) loops=(\d+)", plan
-        )
-    ]
-    counts += [int(n) for n in re.findall(r"Rows Removed by Join Filter: (\d+)", plan)]
+    """The most rows any executed node of the plan produced or threw away in a filter
+    (each times its loops): what a statement looked at, whatever its buffers say."""
+    counts = []
+    loops = 1
+    for line in plan.splitlines():
+        node = NODE.search(line)
+        if node:  # PostgreSQL 18 prints rows with two decimals
+            loops = int(node["loops"])
+            counts.append(round(float(node["rows"]) * loops))
+        removed = REMOVED.search(line)
+        if removed:  # printed per loop, for the node above
+            counts.append(round(float(removed["rows"]) * loops))
     assert counts, plan
     return max(counts)
