@@ -9,6 +9,12 @@ each, up to ``QUIET_FLOOR_S``. The first empty claim has none: it is most often 
 notification for a task the claim before already took, and the next task's must
 not wait behind it.
 
+Under a backlog (the last claim came back full), claims go on their way without the
+claim loop waiting for them, up to ``CLAIMS_IN_FLIGHT`` at once, each for a batch: the
+database works on one while this process runs the tasks of another. Each reserves
+the room it asked for until it returns; a claim's error stops the others and
+restarts the loop, whose reconcile puts back whatever a lost claim took.
+
 Claimed tasks wait in the registry's run queue. Idle slots are woken one at a time: a
 slot that takes a task wakes the next idle slot only if more tasks are queued, so
 handlers that finish without waiting run back to back in one slot (two wake-ups per
@@ -25,6 +31,7 @@ import uuid
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 from psycopg_pool import AsyncConnectionPool
 
@@ -49,11 +56,18 @@ QUIET_FLOOR_S = 0.01
 QUIET_FIRST_S = 0.001  # the floor after the second empty wake in a row
 OUTCOME_BACKLOG_MIN = 100
 # Claim ahead: under a backlog of fast tasks, claim what the slots will finish while the
-# next claim is on its way, so that they never wait for it (and each commit carries many
-# outcomes). At most AHEAD_FACTOR x concurrency queued, and never more per claim than
-# MAX_CLAIM. Slow tasks are claimed only as slots free up.
-AHEAD_FACTOR = 10
+# next claims are on their way, so that they never wait for them (and each commit
+# carries many outcomes). Beyond the slots, at most AHEAD_FACTOR x the slots that are
+# moving and MAX_CLAIM; never more than MAX_CLAIM per claim. Slow tasks are claimed
+# only as slots free up.
+AHEAD_FACTOR = 100
 MAX_CLAIM = 1000
+# Under a backlog, up to this many claims are on their way at once, each for a batch
+# of what the slots and the claim-ahead hold (a third of it with two): the database
+# writes one batch's outcomes and claims the next while this process runs handlers.
+# With one claim at a time each side waited for the other, and a default worker used
+# one of two cores.
+CLAIMS_IN_FLIGHT = 2
 STUCK_AFTER_CLAIMS = 10  # a slot busy this many claim round trips is not moving ...
 STUCK_AFTER_TASKS = 20  # ... nor one busy this many average handler runs
 STALE_QUEUE_S = 2.0  # tasks claimed ahead that waited this long for a slot go back
@@ -116,6 +130,10 @@ class Dispatcher:
         self._empty_wakes = 0  # in a row
         self._waiting_for_slot = False
         self._held_by_outcomes = False
+        self._claims: anyio.abc.TaskGroup | None = None  # claims sent under a backlog
+        self._claims_in_flight = 0
+        self._requested = 0  # tasks those claims asked for
+        self._claim_error: Exception | None = None
 
     @property
     def free_slots(self) -> int:
@@ -136,11 +154,11 @@ class Dispatcher:
     @property
     def room(self) -> int:
         """How many more tasks this worker may claim now."""
-        return self.concurrency + self.ahead - self.inflight.occupying
+        return self.concurrency + self.ahead - self.inflight.occupying - self._requested
 
     def _refill_at(self) -> int:
         # With a backlog, refill in batches, not one claim per finished task.
-        return max(1, (self.concurrency + self.ahead) // 2)
+        return max(1, (self.concurrency + self.ahead) // (CLAIMS_IN_FLIGHT + 1))
 
     def _release_stale_queue(self) -> None:
         """Claimed ahead, then stuck behind slots that stopped moving: put them back
@@ -221,6 +239,30 @@ class Dispatcher:
         # reply reaching us; those rows are ours in the database but unknown here.
         await self.reconcile()
         self.wakeup.kick()
+        self._claim_error = None
+        # Nothing raises inside the group (errors are kept and raised after it), so a
+        # claim's error leaves as itself, after every other claim has returned.
+        async with anyio.create_task_group() as self._claims:
+            self._claims.start_soon(self._claim_wakes)
+        self._claims = None
+        if self._claim_error is not None:
+            raise self._claim_error
+
+    def _claims_failed(self, exc: Exception) -> None:
+        """A claim failed: stop claiming until the loop restarts (and reconciles)."""
+        self.watch.after_claim(0, self.free_slots)  # wake-up protocol: found nothing
+        if self._claim_error is None:
+            self._claim_error = exc
+        if self._claims is not None:
+            self._claims.cancel_scope.cancel()
+
+    async def _claim_wakes(self) -> None:
+        try:
+            await self._claim_on_wake()
+        except Exception as exc:
+            self._claims_failed(exc)
+
+    async def _claim_on_wake(self) -> None:
         while not self.stopping:
             await self.wakeup.wait(self._sleep_s())
             if self.stopping:
@@ -229,11 +271,7 @@ class Dispatcher:
             if wait_s > 0:
                 await anyio.sleep(wait_s)
             self._release_stale_queue()
-            try:
-                claimed = await self._claim_until_empty()
-            except Exception:
-                self.watch.after_claim(0, self.free_slots)  # wake-up protocol: found nothing
-                raise
+            claimed = await self._claim_until_empty()
             if claimed == 0:  # claims were sent and found nothing (not: no slot was free)
                 self._empty_wakes += 1
                 self._quiet_until = anyio.current_time() + quiet_floor_s(self._empty_wakes)
@@ -255,25 +293,64 @@ class Dispatcher:
 
     async def _claim_until_empty(self) -> int | None:
         """Claim until a claim comes back short or the slots are full: how many tasks
-        were claimed, or None when no claim was sent (every slot busy)."""
+        were claimed here, or None when no claim was awaited (every slot busy, or the
+        claims went on their way under a backlog)."""
         claimed: int | None = None
         self._plan_ahead()
         while not self.stopping and self.room > 0:
             if self.outcomes_backlogged:
                 self._held_by_outcomes = True
                 return claimed
-            want = min(self.room, self.claim_batch or MAX_CLAIM, MAX_CLAIM)
             backlog = self._more_waiting  # the claim before this one came back full
+            if self._claims_in_flight and not self._may_send_another(backlog):
+                return claimed  # each claim kicks the wake-up when it returns
+            want = min(self.room, self.claim_batch or MAX_CLAIM, MAX_CLAIM)
+            if backlog and CLAIMS_IN_FLIGHT > 1 and self._claims is not None:
+                want = min(want, self._refill_at())
+                self._claims_in_flight += 1
+                self._requested += want
+                self._claims.start_soon(self._claim_on_its_way, want)
+                continue
             rows, outlook, token = await self._claim(want)
-            self._admit(rows, token)
-            self.watch.after_claim(len(rows), self.free_slots, backlog=backlog)
-            self.metrics.claimed_rows(len(rows))
             claimed = (claimed or 0) + len(rows)
-            self._more_waiting = outlook is None
-            if outlook is not None:  # drained, or held back by a limit
-                self._look_again(outlook)
+            if not self._took(rows, outlook, token, backlog=backlog):
                 return claimed
         return claimed
+
+    def _may_send_another(self, backlog: bool) -> bool:
+        """Beside the claims on their way: only under a backlog, and a whole batch."""
+        return (
+            backlog and self._claims_in_flight < CLAIMS_IN_FLIGHT and self.room >= self._refill_at()
+        )
+
+    async def _claim_on_its_way(self, want: int) -> None:
+        try:
+            rows, outlook, token = await self._claim(want)
+        except Exception as exc:
+            self._claims_failed(exc)
+            return
+        finally:
+            self._claims_in_flight -= 1
+            self._requested -= want
+        self._took(rows, outlook, token, backlog=True)
+        self.wakeup.kick()  # room, or the end of the backlog: the loop looks again
+
+    def _took(
+        self,
+        rows: list[tuple[Any, ...]],
+        outlook: store.Outlook | None,
+        token: uuid.UUID,
+        *,
+        backlog: bool,
+    ) -> bool:
+        """Take in what a claim returned; whether it came back full (a backlog waits)."""
+        self._admit(rows, token)
+        self.watch.after_claim(len(rows), self.free_slots, backlog=backlog)
+        self.metrics.claimed_rows(len(rows))
+        self._more_waiting = outlook is None
+        if outlook is not None:  # drained, or held back by a limit
+            self._look_again(outlook)
+        return self._more_waiting
 
     async def _claim(
         self, want: int

@@ -1,0 +1,137 @@
+"""Under a backlog, a worker sends its next claim while the one before is on its way.
+
+With one claim at a time, the database and the worker each waited for the other: a
+default worker draining a backlog used one of two cores. Here each claim is slowed to
+0.2 s by a statement trigger (only the claim: the trigger looks at the statement's
+text), so the claims a worker has on their way show in pg_stat_activity.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from listener import create_tasks, handler, new_task
+from listener.dispatcher import CLAIMS_IN_FLIGHT
+from listener.registry import Registry
+from tests.integration.engine_support import eventually, running_worker, statuses
+
+pytestmark = pytest.mark.anyio
+
+TASKS = 3000
+CLAIMING = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%%listener.claim_batch(%%'"
+)
+
+
+@pytest.fixture
+def slow_claims(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        """
+        CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF current_query() LIKE '%listener.claim_batch(%' THEN
+                PERFORM pg_sleep(0.2);
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER slow_claim BEFORE UPDATE ON tasks
+            FOR EACH STATEMENT EXECUTE FUNCTION slow_claim();
+        """
+    )
+
+
+class ClaimsWatch:
+    """Samples, every 10 ms on a thread of its own, the pids of claims in flight."""
+
+    def __init__(self, dsn: str) -> None:
+        self.samples: list[list[int]] = []
+        self._dsn = dsn
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            while not self._done.is_set():
+                self.samples.append([pid for (pid,) in conn.execute(CLAIMING).fetchall()])
+                time.sleep(0.01)
+
+    @property
+    def most_at_once(self) -> int:
+        return max(len(pids) for pids in self.samples)
+
+
+@pytest.fixture
+def claims_watch(dsn: str) -> Iterator[ClaimsWatch]:
+    watch = ClaimsWatch(dsn)
+    try:
+        yield watch
+    finally:
+        watch.stop()
+
+
+def _loop_errors(worker: Any, loop: str) -> dict[str, float]:
+    return {
+        sample.labels["error"]: sample.value
+        for metric in worker.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "listener_loop_errors_total" and sample.labels["loop"] == loop
+    }
+
+
+def _counting_registry(runs: collections.Counter[str]) -> Registry:
+    registry = Registry()
+
+    @handler("noop", registry=registry)
+    async def noop(task: Any) -> None:
+        runs[str(task.id)] += 1
+
+    return registry
+
+
+async def test_under_a_backlog_a_claim_is_sent_while_the_one_before_is_on_its_way(
+    dsn: str, conn: psycopg.Connection[Any], slow_claims: None, claims_watch: ClaimsWatch
+) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    ids = create_tasks([new_task("noop") for _ in range(TASKS)], conn=conn)
+    async with running_worker(dsn, _counting_registry(runs)):
+        await eventually(lambda: statuses(conn) == {"completed": TASKS}, timeout_s=30)
+    assert claims_watch.most_at_once == CLAIMS_IN_FLIGHT == 2  # and never more
+    assert set(runs) == {str(i) for i in ids}
+    assert set(runs.values()) == {1}  # each task ran once
+    attempts = conn.execute("SELECT DISTINCT attempts FROM tasks").fetchall()
+    assert attempts == [(1,)]
+
+
+async def test_a_claim_cut_on_its_way_beside_another_loses_and_doubles_nothing(
+    dsn: str, conn: psycopg.Connection[Any], slow_claims: None, claims_watch: ClaimsWatch
+) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    ids = create_tasks([new_task("noop") for _ in range(TASKS)], conn=conn)
+    async with running_worker(dsn, _counting_registry(runs)) as worker:
+        # Two claims on their way: cut one of them (its session ends mid-statement).
+        await eventually(lambda: any(len(pids) == 2 for pids in claims_watch.samples[-1:]))
+        victim = claims_watch.samples[-1][0]
+        conn.execute("SELECT pg_terminate_backend(%s)", (victim,))
+        await eventually(lambda: statuses(conn) == {"completed": TASKS}, timeout_s=30)
+        errors = _loop_errors(worker, "claims")
+    # The claim loop saw the cut claim fail once (AdminShutdown mid-statement, or the
+    # connection found closed between statements), and went on.
+    assert sum(errors.values()) == 1
+    assert set(errors) <= {"AdminShutdown", "OperationalError"}
+    assert set(runs) == {str(i) for i in ids}
+    assert set(runs.values()) == {1}  # each task ran once
+    attempts = conn.execute("SELECT DISTINCT attempts FROM tasks").fetchall()
+    assert attempts == [(1,)]  # a claim put back by the reconcile got its attempt back
