@@ -134,6 +134,7 @@ class Dispatcher:
         self._claims_in_flight = 0
         self._requested = 0  # tasks those claims asked for
         self._claim_error: Exception | None = None
+        self._stuck = False  # the queue went back behind stuck slots; none freed since
 
     @property
     def free_slots(self) -> int:
@@ -166,8 +167,11 @@ class Dispatcher:
         runnable = self.inflight.runnable
         if not runnable or self.free_slots > 0:
             return
-        if time.monotonic() - runnable[0].queued_at < STALE_QUEUE_S:
+        # Once the slots were found stuck, what claims on their way bring back goes
+        # back at once, until a slot frees up.
+        if not self._stuck and time.monotonic() - runnable[0].queued_at < STALE_QUEUE_S:
             return
+        self._stuck = True
         self.ahead = 0
         stale = self.inflight.take_unstarted()
         for claim in stale:
@@ -505,6 +509,7 @@ class Dispatcher:
 
     def _finished(self, task_type: str | None = None) -> None:
         """A handler is done: free its slot, claim more if a backlog waits."""
+        self._stuck = False
         if self.stopping:
             return
         if task_type in self._fleet_limited:
