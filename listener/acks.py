@@ -123,6 +123,10 @@ class Acks:
         except Exception as exc:  # any database error: the outcomes wait and are tried again
             self.failed(batch, exc)
             return True
+        except BaseException:  # cancelled (the worker is stopping): shutdown's flush writes them
+            for claim in batch:
+                claim.writing = False
+            raise
         self.settle(batch, results)
         return True
 

@@ -134,6 +134,9 @@ class Dispatcher:
         self._claims_in_flight = 0
         self._requested = 0  # tasks those claims asked for
         self._claim_error: Exception | None = None
+        self._claims_back = anyio.Event()  # set while no claim is on its way
+        self._claims_back.set()
+        self._stop_waking: anyio.CancelScope | None = None
         self._stuck = False  # the queue went back behind stuck slots; none freed since
 
     @property
@@ -245,26 +248,30 @@ class Dispatcher:
         self.wakeup.kick()
         self._claim_error = None
         # Nothing raises inside the group (errors are kept and raised after it), so a
-        # claim's error leaves as itself, after every other claim has returned.
+        # claim's error leaves as itself. A failed claim stops only the sending: the
+        # claims already sent are not cancelled (the server would commit them anyway,
+        # after the restart's reconcile had looked) but return and are held as usual.
         async with anyio.create_task_group() as self._claims:
-            self._claims.start_soon(self._claim_wakes)
-        self._claims = None
+            with anyio.CancelScope() as self._stop_waking:
+                try:
+                    await self._claim_on_wake()
+                except Exception as exc:
+                    self._claims_failed(exc)
+        self._claims = self._stop_waking = None
         if self._claim_error is not None:
             raise self._claim_error
 
     def _claims_failed(self, exc: Exception) -> None:
-        """A claim failed: stop claiming until the loop restarts (and reconciles)."""
+        """A claim failed: send no more until the loop restarts (and reconciles)."""
         self.watch.after_claim(0, self.free_slots)  # wake-up protocol: found nothing
         if self._claim_error is None:
             self._claim_error = exc
-        if self._claims is not None:
-            self._claims.cancel_scope.cancel()
+        if self._stop_waking is not None:
+            self._stop_waking.cancel()
 
-    async def _claim_wakes(self) -> None:
-        try:
-            await self._claim_on_wake()
-        except Exception as exc:
-            self._claims_failed(exc)
+    async def claims_returned(self) -> None:
+        """Wait until no claim is on its way (its rows are then held, or put back)."""
+        await self._claims_back.wait()
 
     async def _claim_on_wake(self) -> None:
         while not self.stopping:
@@ -311,6 +318,8 @@ class Dispatcher:
             want = min(self.room, self.claim_batch or MAX_CLAIM, MAX_CLAIM)
             if backlog and CLAIMS_IN_FLIGHT > 1 and self._claims is not None:
                 want = min(want, self._refill_at())
+                if not self._claims_in_flight:
+                    self._claims_back = anyio.Event()
                 self._claims_in_flight += 1
                 self._requested += want
                 self._claims.start_soon(self._claim_on_its_way, want)
@@ -329,14 +338,17 @@ class Dispatcher:
 
     async def _claim_on_its_way(self, want: int) -> None:
         try:
-            rows, outlook, token = await self._claim(want)
+            try:
+                rows, outlook, token = await self._claim(want)
+            finally:
+                self._claims_in_flight -= 1
+                self._requested -= want
+                if not self._claims_in_flight:
+                    self._claims_back.set()
+            self._took(rows, outlook, token, backlog=True)
         except Exception as exc:
             self._claims_failed(exc)
             return
-        finally:
-            self._claims_in_flight -= 1
-            self._requested -= want
-        self._took(rows, outlook, token, backlog=True)
         self.wakeup.kick()  # room, or the end of the backlog: the loop looks again
 
     def _took(

@@ -49,6 +49,7 @@ from listener.watcher import Watcher
 log = get_logger("listener.worker")
 
 SHUTDOWN_DEADLINE_S = 15.0  # to write outcomes and put tasks back, after the grace period
+CLAIMS_RETURN_S = 2.0  # past the grace, claims still on their way get this long to return
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +302,10 @@ class Worker:
             if self._grace_changed.is_set():
                 self._grace_changed = anyio.Event()
                 deadline = min(deadline, anyio.current_time() + self._grace_s)
+        # Claims on their way go back once they return; cancelled, the server could
+        # still commit them after the shutdown's reconcile had looked.
+        with anyio.move_on_after(max(deadline - anyio.current_time(), CLAIMS_RETURN_S)):
+            await dispatcher.claims_returned()
         dispatcher.cancel_running()
 
     async def _shut_down(self, engine: _Engine, pool: AsyncConnectionPool[Any]) -> None:

@@ -1,9 +1,11 @@
 """Under a backlog, a worker sends its next claim while the one before is on its way.
 
 With one claim at a time, the database and the worker each waited for the other: a
-default worker draining a backlog used one of two cores. Here each claim is slowed to
-0.2 s by a statement trigger (only the claim: the trigger looks at the statement's
-text), so the claims a worker has on their way show in pg_stat_activity.
+default worker draining a backlog used one of two cores. Here a statement trigger holds
+each claim after its UPDATE for a while before it commits (only the claim: the trigger
+looks at the statement's text, and a cancel request does not stop it), so the claims a
+worker has on their way show in pg_stat_activity, and a claim the worker gave up would
+still commit after it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ pytestmark = pytest.mark.anyio
 TASKS = 3000
 CLAIMING = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-    "AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%%listener.claim_batch(%%'"
+    "AND state = 'active' AND query LIKE '%%listener.claim_batch(%%' "
+    "AND query NOT LIKE '%%pg_stat_activity%%'"  # nor a sampler's own query
 )
 
 
@@ -35,17 +38,37 @@ CLAIMING = (
 def slow_claims(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
         """
-        CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE TABLE test_claim_hold (s float8 NOT NULL, outcomes_s float8 NOT NULL);
+        INSERT INTO test_claim_hold VALUES (0.2, 0);
+        CREATE FUNCTION hold_claim() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF current_query() LIKE '%listener.claim_batch(%' THEN
-                PERFORM pg_sleep(0.2);
+                PERFORM pg_sleep((SELECT s FROM public.test_claim_hold));
+            ELSIF current_query() LIKE '%outcome AS (%' THEN
+                PERFORM pg_sleep((SELECT outcomes_s FROM public.test_claim_hold));
             END IF;
             RETURN NULL;
+        EXCEPTION WHEN query_canceled THEN
+            -- As over a network, where the worker's cancel request comes too late: the
+            -- claim goes on and commits. (Here, on loopback, it would always be in time.)
+            PERFORM pg_sleep((SELECT s FROM public.test_claim_hold));
+            RETURN NULL;
         END $$;
-        CREATE TRIGGER slow_claim BEFORE UPDATE ON tasks
-            FOR EACH STATEMENT EXECUTE FUNCTION slow_claim();
+        CREATE TRIGGER hold_claim AFTER UPDATE ON tasks
+            FOR EACH STATEMENT EXECUTE FUNCTION hold_claim();
         """
     )
+
+
+def _hold_claims_for(
+    conn: psycopg.Connection[Any], seconds: float, *, outcomes_s: float = 0.0
+) -> None:
+    conn.execute("UPDATE test_claim_hold SET s = %s, outcomes_s = %s", (seconds, outcomes_s))
+
+
+def _two_claims_on_their_way(conn: psycopg.Connection[Any]) -> list[int]:
+    pids = [pid for (pid,) in conn.execute(CLAIMING).fetchall()]
+    return pids if len(pids) == 2 else []
 
 
 class ClaimsWatch:
@@ -116,14 +139,14 @@ async def test_under_a_backlog_a_claim_is_sent_while_the_one_before_is_on_its_wa
 
 
 async def test_a_claim_cut_on_its_way_beside_another_loses_and_doubles_nothing(
-    dsn: str, conn: psycopg.Connection[Any], slow_claims: None, claims_watch: ClaimsWatch
+    dsn: str, conn: psycopg.Connection[Any], slow_claims: None
 ) -> None:
     runs: collections.Counter[str] = collections.Counter()
     ids = create_tasks([new_task("noop") for _ in range(TASKS)], conn=conn)
+    _hold_claims_for(conn, 1.0)  # the other claim commits after the restart's reconcile
     async with running_worker(dsn, _counting_registry(runs)) as worker:
         # Two claims on their way: cut one of them (its session ends mid-statement).
-        await eventually(lambda: any(len(pids) == 2 for pids in claims_watch.samples[-1:]))
-        victim = claims_watch.samples[-1][0]
+        victim, _ = await eventually(lambda: _two_claims_on_their_way(conn))
         conn.execute("SELECT pg_terminate_backend(%s)", (victim,))
         await eventually(lambda: statuses(conn) == {"completed": TASKS}, timeout_s=30)
         errors = _loop_errors(worker, "claims")
@@ -135,3 +158,23 @@ async def test_a_claim_cut_on_its_way_beside_another_loses_and_doubles_nothing(
     assert set(runs.values()) == {1}  # each task ran once
     attempts = conn.execute("SELECT DISTINCT attempts FROM tasks").fetchall()
     assert attempts == [(1,)]  # a claim put back by the reconcile got its attempt back
+
+
+async def test_a_worker_stopped_with_claims_on_their_way_leaves_no_task_processing(
+    dsn: str, conn: psycopg.Connection[Any], slow_claims: None
+) -> None:
+    create_tasks([new_task("noop") for _ in range(TASKS)], conn=conn)
+    # Outcome writes are held too, so that the writer is still putting the returned
+    # claims' tasks back when the worker stops its services: the shutdown's flush must
+    # write them again, not take them for being written.
+    _hold_claims_for(conn, 1.0, outcomes_s=0.5)
+    async with running_worker(dsn, _counting_registry(collections.Counter())):
+        await eventually(lambda: _two_claims_on_their_way(conn))
+    # The worker has exited; had it given its claims up, the server could commit them
+    # now, after the shutdown's reconcile: tasks processing under a worker that is gone.
+    await eventually(lambda: not conn.execute(CLAIMING).fetchall(), timeout_s=5)
+    assert "processing" not in statuses(conn)
+    pending_attempts = conn.execute(
+        "SELECT DISTINCT attempts FROM tasks WHERE status = 'pending'"
+    ).fetchall()
+    assert pending_attempts in ([], [(0,)])  # put back with their attempt given back
