@@ -12,8 +12,9 @@ not wait behind it.
 Under a backlog (the last claim came back full), claims go on their way without the
 claim loop waiting for them, up to ``CLAIMS_IN_FLIGHT`` at once, each for a batch: the
 database works on one while this process runs the tasks of another. Each reserves
-the room it asked for until it returns; a claim's error stops the others and
-restarts the loop, whose reconcile puts back whatever a lost claim took.
+the room it asked for until it returns. A claim's error stops the sending; the claims
+already sent return (cancelled, the server could still commit them unseen), then the
+loop restarts, and its reconcile puts back whatever a lost claim took.
 
 Claimed tasks wait in the registry's run queue. Idle slots are woken one at a time: a
 slot that takes a task wakes the next idle slot only if more tasks are queued, so
