@@ -165,6 +165,15 @@ class Dispatcher:
         # With a backlog, refill in batches, not one claim per finished task.
         return max(1, (self.concurrency + self.ahead) // (CLAIMS_IN_FLIGHT + 1))
 
+    def _until_queue_stale(self) -> float | None:
+        """Seconds until the oldest queued task has waited STALE_QUEUE_S for a busy slot
+        (None: nothing queued, or a slot is free): then it goes back, even if nothing
+        else wakes the dispatcher meanwhile."""
+        runnable = self.inflight.runnable
+        if not runnable or self.free_slots > 0:
+            return None
+        return max(STALE_QUEUE_S - (time.monotonic() - runnable[0].queued_at), 0.0)
+
     def _release_stale_queue(self) -> None:
         """Claimed ahead, then stuck behind slots that stopped moving: put them back
         (attempt given back) for workers with room, and claim ahead no more for now."""
@@ -293,8 +302,8 @@ class Dispatcher:
     def _sleep_s(self) -> float | None:
         """The fallback poll (jittered), or sooner when a scheduled task falls due."""
         self._waiting_for_slot = self.room <= 0
-        if self._waiting_for_slot:
-            return None  # no timer while every slot is busy: a freed slot kicks us
+        if self._waiting_for_slot:  # a freed slot kicks us; tasks queued behind it may go stale
+            return self._until_queue_stale()
         sleep_s = self.poll_interval_s * random.uniform(0.8, 1.2)
         watch_s = self.watch.poll_s()  # wake-up protocol: a watcher claims this often
         if watch_s is not None:
