@@ -15,6 +15,8 @@ import psycopg
 import pytest
 
 from listener import create_task, create_tasks, new_task
+from listener import watcher as watcher_module
+from listener.dispatcher import STALE_QUEUE_S
 from listener.registry import Registry, handler
 from tests import fault_handlers
 from tests.integration.engine_support import (
@@ -315,3 +317,24 @@ async def test_tasks_claimed_ahead_never_wait_long_behind_a_slot_that_stopped_mo
             await eventually(done, timeout_s=6)
         assert _row(conn, long)[0] == "processing"  # still running in the first worker
         assert first.dispatcher is not None
+
+
+async def test_tasks_queued_behind_a_busy_slot_go_back_even_when_nothing_wakes_the_worker(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above, with nothing else to wake the worker: no other worker, its poll a minute
+    # away, and no watch hand-off (a watcher whose slots stay full sends a NOTIFY every
+    # 100 ms, which woke it by chance while the watch was still held). The long task
+    # goes first in its claim (a higher priority), so that claim's other tasks queue
+    # behind it in the one slot: only the stale queue's own timer can put them back.
+    monkeypatch.setattr(watcher_module, "FULL_FOR_POLLS", 100_000)
+    registry = fault_registry()
+    async with running_worker(dsn, registry, concurrency=1, poll_interval_s=60.0):
+        create_tasks([new_task("noop") for _ in range(3000)], conn=conn)
+        await eventually(lambda: statuses(conn).get("completed", 0) >= 500)
+        long = create_task("sleep", {"s": 10.0}, conn=conn, priority=1)
+        await eventually(lambda: _row(conn, long)[0] == "processing", timeout_s=10)
+        assert statuses(conn).get("processing", 0) > 1  # claimed with it, queued behind it
+        only_long = lambda: statuses(conn).get("processing", 0) == 1  # noqa: E731
+        await eventually(only_long, timeout_s=STALE_QUEUE_S + 2)
+        assert _row(conn, long)[0] == "processing"  # the slot is still busy with it
