@@ -109,8 +109,10 @@ def _head_run(
                 f"defaults: first {head:,} of {backlog:,} vs {head:,}, {cond}, "
                 f"run {i + 1}, pair {j + 1}/{pairs}"
             )
-            sizes = [(large, backlog), (small, head)]
-            for figure, size in sizes if (i * pairs + j) % 2 == 0 else sizes[::-1]:
+            drains = [(large, backlog), (small, head)]
+            if (i * pairs + j) % 2:
+                drains.reverse()
+            for figure, size in drains:
                 figure.runs.append(head_rate(ctx, size, head, analyze=cond == "analyzed"))
             share.runs.append(100 * large.runs[-1] / small.runs[-1])
 

@@ -166,9 +166,8 @@ class Dispatcher:
         return max(1, (self.concurrency + self.ahead) // (CLAIMS_IN_FLIGHT + 1))
 
     def _until_queue_stale(self) -> float | None:
-        """Seconds until the oldest queued task has waited STALE_QUEUE_S for a busy slot
-        (None: nothing queued, or a slot is free): then it goes back, even if nothing
-        else wakes the dispatcher meanwhile."""
+        """Seconds until the oldest queued task has waited STALE_QUEUE_S behind slots
+        that are all busy (0: it has; None: nothing queued, or a slot is free)."""
         runnable = self.inflight.runnable
         if not runnable or self.free_slots > 0:
             return None
@@ -177,12 +176,10 @@ class Dispatcher:
     def _release_stale_queue(self) -> None:
         """Claimed ahead, then stuck behind slots that stopped moving: put them back
         (attempt given back) for workers with room, and claim ahead no more for now."""
-        runnable = self.inflight.runnable
-        if not runnable or self.free_slots > 0:
-            return
+        stale_in_s = self._until_queue_stale()
         # Once the slots were found stuck, what claims on their way bring back goes
         # back at once, until a slot frees up.
-        if not self._stuck and time.monotonic() - runnable[0].queued_at < STALE_QUEUE_S:
+        if stale_in_s is None or (stale_in_s > 0 and not self._stuck):
             return
         self._stuck = True
         self.ahead = 0
@@ -300,9 +297,10 @@ class Dispatcher:
                 self._empty_wakes = 0
 
     def _sleep_s(self) -> float | None:
-        """The fallback poll (jittered), or sooner when a scheduled task falls due."""
+        """The fallback poll (jittered), or sooner when a scheduled task falls due; with
+        no room, until a freed slot kicks us or the queue behind the slots goes stale."""
         self._waiting_for_slot = self.room <= 0
-        if self._waiting_for_slot:  # a freed slot kicks us; tasks queued behind it may go stale
+        if self._waiting_for_slot:
             return self._until_queue_stale()
         sleep_s = self.poll_interval_s * random.uniform(0.8, 1.2)
         watch_s = self.watch.poll_s()  # wake-up protocol: a watcher claims this often
