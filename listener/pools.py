@@ -45,6 +45,8 @@ def default_dsn() -> str:
 
 
 def _pool_kwargs(name: str) -> dict[str, Any]:
+    # Opened waiting for the first connection: a first caller that found none ready
+    # made the pool open a second one for it.
     return {
         "min_size": 1,
         "max_size": POOL_MAX_SIZE,
@@ -71,7 +73,11 @@ def connection() -> Iterator[psycopg.Connection[Any]]:
         if pool is None:
             db.connect(dsn).close()  # fail fast, with libpq's reason
             pool = ConnectionPool(dsn, **_pool_kwargs("listener-producer"))
-            pool.open()
+            try:
+                pool.open(wait=True, timeout=POOL_TIMEOUT_S)  # see _pool_kwargs
+            except PoolTimeout:
+                pool.close()
+                raise _exhausted(dsn) from None
             _sync_pools[dsn] = pool
     try:
         with pool.connection() as conn:
@@ -89,7 +95,11 @@ async def aconnection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     if pool is None:
         await (await db.aconnect(dsn)).close()  # fail fast, with libpq's reason
         created = AsyncConnectionPool(dsn, **_pool_kwargs("listener-producer-async"))
-        await created.open()
+        try:
+            await created.open(wait=True, timeout=POOL_TIMEOUT_S)  # see _pool_kwargs
+        except PoolTimeout:
+            await created.close()
+            raise _exhausted(dsn) from None
         # Another task of this loop may have made one meanwhile: keep the first.
         pool = loop_pools.setdefault(dsn, created)
         if pool is not created:

@@ -75,6 +75,31 @@ def test_create_task_reuses_pooled_connections_instead_of_one_per_call(
     assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (30,)
 
 
+def test_the_first_create_task_opens_one_pooled_connection_not_two(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    # A pool opened without waiting for its first connection made the first caller
+    # wait, and grew by a second connection for it, which connected later (the test
+    # above then saw a backend appear between two of its calls).
+    listener.create_task("t", {"i": 0})
+    time.sleep(0.5)  # what was opened for the first call has connected by now
+    assert len(_listener_backends(conn)) == 1
+
+
+def test_the_first_create_task_async_opens_one_pooled_connection_not_two(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    async def enqueue_once() -> set[int]:
+        try:
+            await listener.create_task_async("t", {"i": 0})
+            await asyncio.sleep(0.5)
+            return _listener_backends(conn)
+        finally:
+            await producer.aclose_pools()
+
+    assert len(asyncio.run(enqueue_once())) == 1
+
+
 def test_create_task_async_reuses_pooled_connections(
     database_url: str, conn: psycopg.Connection[Any]
 ) -> None:
