@@ -5,7 +5,9 @@ records each commit's time.time(); the handler records time.time() when it start
 (same machine, same clock). The first tasks of each run are a warm-up and dropped.
 Modes, all in the same run: the worker with NOTIFY ("notify"), ``listener run`` with
 no flags ("defaults"), polling only ("poll"), the bare LISTEN + claim loop ("bare",
-bench/bare_listener.py), PgQueuer at ``batch_size=10`` and Oban at its default limit,
+bench/bare_listener.py) and the steps between it and the worker (the same loop on
+asyncio, "bare_async"; and with the worker's claim, "bare_async_claim"), PgQueuer at
+``batch_size=10`` and Oban at its default limit,
 each fed by the same producer with plain-SQL inserts into its own table (their
 notifications included), each in a database of its own.
 """
@@ -34,6 +36,12 @@ CONCURRENCY = 50
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
 TARGETS_MS = {"p50": 1.5, "p99": 3.0}
 BARE_RATIOS = {"p50": 1.15, "p99": 1.25}
+# The steps from the bare loop to the worker, each a bare loop with one thing more.
+BARE_STEPS = {
+    "bare": [],
+    "bare_async": ["--asyncio"],
+    "bare_async_claim": ["--asyncio", "--worker-claim"],
+}
 PEERS = {  # mode: (subject, insert query, job name the producer inserts)
     "pgqueuer": (subjects.PGQUEUER_DEFAULT, "bench_pgqueuer_insert_one", "latency"),
     "oban": (subjects.OBAN_DEFAULT, "bench_oban_insert_one", "bench.oban_workers.Latency"),
@@ -54,7 +62,7 @@ def measure(
     command = _command(dsn, mode, poll_interval_s)
     try:
         with workers.running_workers([command], _env(mode, path)) as procs:
-            if mode == "bare":
+            if mode in BARE_STEPS:
                 workers.wait_for_file(ready, procs)
             elif mode in PEERS:
                 _wait_for_pickup(dsn, insert, kind, Path(path), procs)
@@ -94,8 +102,8 @@ def query_for(mode: str) -> tuple[str, str]:
 
 
 def _command(dsn: str, mode: str, poll_interval_s: float) -> list[str]:
-    if mode == "bare":
-        return [sys.executable, "-m", "bench.bare_listener", dsn]
+    if mode in BARE_STEPS:
+        return [sys.executable, "-m", "bench.bare_listener", dsn, *BARE_STEPS[mode]]
     if mode == "defaults":
         return workers.user_command(dsn)
     if mode == "pgqueuer":
@@ -188,7 +196,7 @@ def run(ctx: Context, result: ItemResult) -> None:
     result.title = (
         f"Pickup latency at {sizes.latency_rate:.0f} tasks/s, {sizes.latency_tasks:,} tasks per run"
     )
-    modes = ["notify", "defaults", "bare", "poll"]
+    modes = ["notify", "defaults", *BARE_STEPS, "poll"]
     for mode, (subject, _, _) in PEERS.items():
         why = subjects.unavailable(ctx, subject)
         if why:
@@ -230,6 +238,8 @@ def run(ctx: Context, result: ItemResult) -> None:
         f"--poll-interval-s {sizes.poll_interval_s:g}; poll adds --no-listen; defaults: "
         "listener run with no flags (INFO logs); bare: bench/bare_listener.py, a "
         "synchronous LISTEN + claim loop with no engine (the floor on this machine); "
+        "bare_async: the same loop on asyncio and async psycopg; bare_async_claim: and "
+        "the worker's claim (store.claim, its types, the outlook); "
         "pgqueuer: QueueManager.run(batch_size=10); oban: oban start --queues default:10; "
         f"first {WARMUP} tasks of each run dropped as warm-up; notify and bare run back to "
         "back, the order alternating, the other modes rotating"

@@ -42,6 +42,17 @@ def worker_types() -> list[str]:
     return default_registry.types()
 
 
+def worker_claim_spec(
+    types: list[str] | None = None, limits: tuple[int, int, int] | None = None
+) -> ClaimSpec:
+    """The claim's spec for ``types`` (the worker's by default), each with the default
+    attempt limit and ``limits`` = (global_concurrency, rate count, rate window s) or none."""
+    types = types or worker_types()
+    n = len(types)
+    concurrency, rate, window = limits if limits else (None, None, None)
+    return ClaimSpec(types, [5] * n, [concurrency] * n, [rate] * n, [window] * n)
+
+
 class ClaimProbe:
     """A session that times claims and can show their plan."""
 
@@ -55,10 +66,7 @@ class ClaimProbe:
     ) -> None:
         """``limits``: (global_concurrency, rate count, rate window s) on every type."""
         self._conn = env.connect(dsn)
-        types = types or worker_types()
-        n = len(types)
-        concurrency, rate, window = limits if limits else (None, None, None)
-        spec = ClaimSpec(types, [5] * n, [concurrency] * n, [rate] * n, [window] * n)
+        spec = worker_claim_spec(types, limits)
         self._args = {
             "worker_id": "bench-probe", "token": uuid.uuid4(), "limit": limit,
             "lease_s": LEASE_S, **spec.params(),

@@ -47,7 +47,12 @@ LISTENER_FIGURES = {
     ],
     "commits": ["commits.listener_c10.commits", "commits.raw_b10.commits"],
     "logging": ["logging.cost_c10", "logging.bytes_c10"],
-    "latency": ["latency.defaults.p50", "latency.notify_vs_bare.p99"],
+    "latency": [
+        "latency.defaults.p50",
+        "latency.bare_async.p50",
+        "latency.bare_async_claim.p50",
+        "latency.notify_vs_bare.p99",
+    ],
 }
 
 
