@@ -66,6 +66,9 @@ class Outlook:
     throttled: dict[str, dict[str, Any]] = field(default_factory=dict)  # type -> reason, ...
 
 
+NOTHING_TO_SAY = Outlook()  # short: nothing scheduled, nothing held back
+
+
 async def claim(
     conn: Conn,
     worker_id: str,
@@ -78,15 +81,21 @@ async def claim(
     params = {"worker_id": worker_id, "token": token, "limit": limit, "lease_s": lease_s}
     # Binary rows: cheaper to send for the server (no timestamp formatting) and to read.
     cur = await conn.execute(query("claim_batch"), {**params, **spec.params()}, binary=True)
-    return _claimed(await cur.fetchall())
+    return _claimed(await cur.fetchall(), limit)
 
 
-def _claimed(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], Outlook | None]:
-    """Claimed rows, and the outlook row that ends a short claim (None: it was full)."""
+def _claimed(
+    rows: list[tuple[Any, ...]], limit: int
+) -> tuple[list[tuple[Any, ...]], Outlook | None]:
+    """Claimed rows, and the outlook of a short claim (None: it came back full).
+
+    A short claim ends with an outlook row when it has something to say; one that took
+    tasks and has nothing to say has none (migration 0013): short by its size alone.
+    """
     if rows and rows[-1][0] is None:
         outlook = rows.pop()[-1] or {}
         return rows, Outlook(outlook.get("next_due_in_s"), outlook.get("throttled") or {})
-    return rows, None
+    return rows, (NOTHING_TO_SAY if len(rows) < limit else None)
 
 
 async def finish_and_claim(
@@ -104,7 +113,7 @@ async def finish_and_claim(
         finished = await conn.execute(query("finish_tasks"), _finish_params(outcomes))
         claimed = await conn.execute(query("claim_batch"), {**params, **spec.params()}, binary=True)
     written = _written(await finished.fetchall())
-    rows, outlook = _claimed(await claimed.fetchall())
+    rows, outlook = _claimed(await claimed.fetchall(), limit)
     return written, rows, outlook
 
 

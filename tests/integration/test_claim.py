@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from listener.sqlfiles import query
+from listener.store import engine as store
 from tests.integration.plan_support import collect_plans, most_pages_read
 
 
@@ -301,9 +302,43 @@ def test_a_short_claim_asks_no_more_than_its_outlook_needs(
     _insert(conn, "send_email")
     with conn.transaction(force_rollback=True):
         rows = conn.execute(query("claim_batch"), _claim_batch_params(["send_email", "sms"]))
-        assert [r[1] for r in rows.fetchall()] == ["send_email", None]  # a task, the outlook
+        assert [r[1] for r in rows.fetchall()] == ["send_email"]  # a task, no empty outlook
         assert _calls_this_transaction(conn, "next_due_in") == 0
         assert _calls_this_transaction(conn, "limit_room") == 0
+
+
+def test_a_short_claim_with_nothing_to_say_sends_no_outlook_row(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Nothing pending after it, no limit: the outlook row said nothing (next due and
+    throttled both null) and cost server and worker ~25 us each on a trickle's pickup.
+    The worker knows the claim came back short from its size (store.claim)."""
+    _insert(conn, "send_email")
+    rows = conn.execute(query("claim_batch"), _claim_batch_params(["send_email", "sms"]))
+    assert [r[0] is None for r in rows.fetchall()] == [False]
+
+
+def test_a_short_claim_that_took_a_task_still_says_when_the_next_one_is_due(
+    conn: psycopg.Connection[Any],
+) -> None:
+    _insert(conn, "send_email")
+    _insert(conn, "sms", run_at="now() + interval '1 hour'")
+    rows = conn.execute(query("claim_batch"), _claim_batch_params(["send_email", "sms"]))
+    task, outlook_row = rows.fetchall()
+    assert task[1] == "send_email"
+    assert outlook_row[0] is None
+    assert 3500 < outlook_row[-1]["next_due_in_s"] <= 3600
+
+
+def test_a_claim_that_took_nothing_still_ends_with_its_outlook(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Workers from before migration 0013 take a claim with no outlook row for a full
+    one and claim again at once: the empty claim that follows must end the run."""
+    rows = conn.execute(query("claim_batch"), _claim_batch_params(["send_email"])).fetchall()
+    assert len(rows) == 1
+    assert rows[0][0] is None
+    assert rows[0][-1]["next_due_in_s"] is None
 
 
 def test_a_short_claim_still_says_when_a_scheduled_task_falls_due(
@@ -315,3 +350,34 @@ def test_a_short_claim_still_says_when_a_scheduled_task_falls_due(
     outlook = outlook_row[-1]
     assert 3500 < outlook["next_due_in_s"] <= 3600
     assert not outlook["throttled"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("pending", "scheduled", "limit", "short"),
+    [
+        (3, False, 10, True),  # took 3 of 10, nothing left: no outlook row came
+        (3, True, 10, True),  # took 3 of 10, one scheduled: the outlook row came
+        (0, False, 10, True),  # took nothing: the outlook row came
+        (3, False, 3, False),  # took all it asked for: more may wait
+    ],
+    ids=["short-nothing-to-say", "short-with-a-scheduled-task", "empty", "full"],
+)
+async def test_the_worker_tells_a_short_claim_from_a_full_one(
+    dsn: str, conn: psycopg.Connection[Any], pending: int, scheduled: bool, limit: int, short: bool
+) -> None:
+    """A full claim means a backlog (the worker claims again at once); taking a short
+    one without an outlook row for full would claim again and again for nothing."""
+    for _ in range(pending):
+        _insert(conn, "send_email")
+    if scheduled:
+        _insert(conn, "send_email", run_at="now() + interval '1 hour'")
+    spec = store.ClaimSpec(["send_email"], [3], [None], [None], [None])
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
+        rows, outlook = await store.claim(aconn, "w", uuid.uuid4(), limit, spec, 30.0)
+    assert len(rows) == pending
+    assert (outlook is not None) == short
+    if scheduled:
+        assert outlook is not None
+        assert outlook.next_due_in_s is not None
+        assert 3500 < outlook.next_due_in_s <= 3600
