@@ -133,6 +133,11 @@ class Notifier:
                         # The payload is ignored: a NOTIFY is a hint to claim, never a message.
                         self.metrics.notifications.inc()
                         self.on_wake()
+                        # The woken claim goes out before this session waits again.
+                        # Shielded: a cancel here would leave notifies() suspended,
+                        # holding the connection's lock.
+                        with anyio.CancelScope(shield=True):
+                            await anyio.lowlevel.checkpoint()
                     timed_out = True
             self._waiting = None
             await self._serve_requests(conn, pid)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 
@@ -178,3 +179,45 @@ async def test_a_worker_stopped_with_claims_on_their_way_leaves_no_task_processi
         "SELECT DISTINCT attempts FROM tasks WHERE status = 'pending'"
     ).fetchall()
     assert pending_attempts in ([], [(0,)])  # put back with their attempt given back
+
+
+async def test_a_trickles_claims_all_go_through_the_claim_loops_own_session(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The pool hands out the connection used least recently, whose server process is
+    the coldest; one task at a time, each claim took ~60 us longer through it. The loop
+    holds a connection of its own for its claims (those on their way use the pool)."""
+    conn.execute(
+        """
+        CREATE TABLE test_claim_sessions (task_id uuid PRIMARY KEY, pid int NOT NULL);
+        CREATE FUNCTION note_claim_session() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.test_claim_sessions VALUES (NEW.id, pg_backend_pid());
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER note_claim_session AFTER UPDATE ON tasks FOR EACH ROW
+            WHEN (OLD.status = 'pending' AND NEW.status = 'processing')
+            EXECUTE FUNCTION note_claim_session();
+        """
+    )
+    runs: collections.Counter[str] = collections.Counter()
+    async with running_worker(dsn, _counting_registry(runs), concurrency=10):
+        # A backlog first: claims on their way and the outcomes grow the pool.
+        create_tasks([new_task("noop") for _ in range(TASKS)], conn=conn)
+        await eventually(lambda: statuses(conn).get("completed") == TASKS, timeout_s=60)
+        connections = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'listener' "
+            "AND datname = current_database()"
+        ).fetchone()
+        assert connections is not None
+        assert connections[0] >= 3  # pooled (LISTEN is listener:listen): claims would rotate
+        trickle = []
+        for _ in range(12):
+            (task_id,) = create_tasks([new_task("noop")], conn=conn)
+            trickle.append(task_id)
+            await eventually(lambda: statuses(conn).get("completed") == TASKS + len(trickle))
+            await anyio.sleep(0.02)
+    sessions = conn.execute(
+        "SELECT DISTINCT pid FROM test_claim_sessions WHERE task_id = ANY (%s)", (trickle,)
+    ).fetchall()
+    assert len(sessions) == 1, sessions
