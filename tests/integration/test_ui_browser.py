@@ -98,6 +98,7 @@ def test_a_failed_task_is_retried_from_the_browser_and_the_worker_completes_it(
         assert axe_violations(browser) == []
 
         _fresh(lambda: browser.find_element(By.LINK_TEXT, "Log in").click())
+        wait_until(lambda: browser.find_elements(By.ID, "token"))  # the login page loaded
         assert axe_violations(browser) == []
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
@@ -105,8 +106,16 @@ def test_a_failed_task_is_retried_from_the_browser_and_the_worker_completes_it(
 
         ok_file.touch()  # the upstream works again: the next attempt succeeds
         _fresh(lambda: browser.find_element(By.ID, "retry").click())
-        flash = browser.find_element(By.CSS_SELECTOR, ".flash.ok")
-        assert "retried: back to pending" in flash.text
+        # The retry posts and a new page comes back: looked for at once, the flash was
+        # sometimes looked for on the old page (failed once in a clean-clone CI run).
+        flash = wait_until(
+            lambda: _fresh(
+                lambda: " ".join(
+                    e.text for e in browser.find_elements(By.CSS_SELECTOR, ".flash.ok")
+                )
+            )
+        )
+        assert "retried: back to pending" in flash
         wait_until(lambda: status_of(conn, task_id) == "completed", timeout_s=20)
         # The page updates itself: the status turns to completed without a reload.
         browser.execute_script("window.__not_reloaded = true;")
