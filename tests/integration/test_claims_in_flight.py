@@ -182,7 +182,7 @@ async def test_a_worker_stopped_with_claims_on_their_way_leaves_no_task_processi
 
 
 async def test_a_trickles_claims_all_go_through_the_claim_loops_own_session(
-    dsn: str, conn: psycopg.Connection[Any]
+    dsn: str, conn: psycopg.Connection[Any], slow_claims: None
 ) -> None:
     """The pool hands out the connection used least recently, whose server process is
     the coldest; one task at a time, each claim took ~60 us longer through it. The loop
@@ -202,9 +202,12 @@ async def test_a_trickles_claims_all_go_through_the_claim_loops_own_session(
     )
     runs: collections.Counter[str] = collections.Counter()
     async with running_worker(dsn, _counting_registry(runs), concurrency=10):
-        # A backlog first: claims on their way and the outcomes grow the pool.
+        # A backlog first, its claims slowed so that two are on their way at once
+        # beside the loop's own connection: the pool grows to three or more.
+        _hold_claims_for(conn, 0.05)
         create_tasks([new_task("noop") for _ in range(TASKS)], conn=conn)
         await eventually(lambda: statuses(conn).get("completed") == TASKS, timeout_s=60)
+        _hold_claims_for(conn, 0.0)
         connections = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'listener' "
             "AND datname = current_database()"
