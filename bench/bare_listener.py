@@ -75,20 +75,21 @@ async def run_async(
         ready()  # listening: the benchmark starts its producer
         while True:
             while True:
-                if worker_claim:
+                if worker_claim:  # as the worker: until a claim comes back short
                     rows, outlook = await store.claim(
                         work, WORKER_ID, uuid.uuid4(), BATCH, spec, LEASE_S
                     )
-                else:
+                    done = outlook is not None
+                else:  # as the synchronous loop: until a claim finds nothing
                     rows = await (await work.execute(query("claim_tasks"), PLAIN_CLAIM)).fetchall()
-                    outlook = None if rows else store.Outlook()
+                    done = not rows
                 if rows:
                     ids = [row[0] for row in rows]
                     record(log, ids)
                     await work.execute(
                         query("complete_tasks"), {"ids": ids, "worker_id": WORKER_ID}
                     )
-                if outlook is not None:  # came back short: nothing more is due
+                if done:
                     break
             async for _ in listen.notifies(timeout=2.0, stop_after=1):
                 pass
